@@ -1,0 +1,182 @@
+"""The one typed description of an AdaViT model, resolved once.
+
+Everything downstream (the PyTorch model, the cost model, the exported graphs,
+the bundle manifest) reads this object; nothing re-derives architecture from
+tensors or flags a second time. Precedence when resolving (see
+``model/checkpoint.py``): explicit overrides > tensor shapes > checkpoint
+``args`` > the defaults below.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ConfigError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Sigmoid thresholds of the three decisions (ADAVIT.md steps 2-4)."""
+
+    head: float = 0.5
+    layer: float = 0.5
+    token: float = 0.6
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """ImageNet eval transform of the reference (resize 248, crop 224, bicubic)."""
+
+    crop_pct: float = 0.9
+    interpolation: str = "bicubic"
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+
+@dataclass(frozen=True)
+class AdaViTConfig:
+    """Architecture, per-block decision layout and inference flags.
+
+    Decision layout is stored per block (which blocks carry a head / sub-layer /
+    token selector or a policy LayerNorm) rather than as the training flags, so
+    a checkpoint's own tensors are the truth; ``from_flags`` maps the
+    reference's flags (``keep_layers``, ``ada_token_start_layer``...) onto it.
+    """
+
+    img_size: int = 224
+    patch_size: int = 16
+    in_chans: int = 3
+    num_classes: int = 1000
+    embed_dim: int = 384
+    depth: int = 12
+    num_heads: int = 6
+    mlp_hidden: int = 1536
+    qkv_bias: bool = True
+    eps: float = 1e-6
+    head_select: tuple[int, ...] = ()
+    layer_select: tuple[int, ...] = ()
+    token_select: tuple[int, ...] = ()
+    norm_policy: tuple[int, ...] = ()
+    token_with_mlp: bool = True
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    preprocess: Preprocess = field(default_factory=Preprocess)
+
+    def __post_init__(self) -> None:
+        if self.embed_dim % self.num_heads:
+            raise ConfigError(
+                f"embed dim {self.embed_dim} is not divisible by {self.num_heads} heads: "
+                "pass --num-heads with a divisor of the embed dim"
+            )
+        if self.img_size % self.patch_size:
+            raise ConfigError(f"image size {self.img_size} is not a multiple of patch size {self.patch_size}")
+        for name in ("head_select", "layer_select", "token_select", "norm_policy"):
+            bad = [b for b in getattr(self, name) if not 0 <= b < self.depth]
+            if bad:
+                raise ConfigError(f"{name} names blocks {bad} outside 0..{self.depth - 1}")
+
+    # -- derived sizes -------------------------------------------------------
+    @property
+    def head_dim(self) -> int:
+        return self.embed_dim // self.num_heads
+
+    @property
+    def num_patches(self) -> int:
+        return (self.img_size // self.patch_size) ** 2
+
+    @property
+    def num_tokens(self) -> int:
+        return self.num_patches + 1
+
+    @property
+    def is_adaptive(self) -> bool:
+        return bool(self.head_select or self.layer_select or self.token_select)
+
+    def flags(self) -> dict[str, Any]:
+        """The reference's training flags, as far as the layout expresses them."""
+        return {
+            "ada_head": bool(self.head_select),
+            "ada_layer": bool(self.layer_select),
+            "ada_token": bool(self.token_select),
+            "ada_token_with_mlp": self.token_with_mlp,
+            "keep_layers": min(self.head_select or self.layer_select or (self.depth,)),
+            "ada_token_start_layer": min(self.token_select or (self.depth,)),
+            "norm_policy": bool(self.norm_policy),
+        }
+
+    # -- (de)serialisation, used by the bundle manifest ------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "AdaViTConfig":
+        d = dict(d)
+        d["thresholds"] = Thresholds(**d.get("thresholds", {}))
+        pre = dict(d.get("preprocess", {}))
+        for key in ("mean", "std"):
+            if key in pre:
+                pre[key] = tuple(pre[key])
+        d["preprocess"] = Preprocess(**pre)
+        for key in ("head_select", "layer_select", "token_select", "norm_policy"):
+            d[key] = tuple(d.get(key, ()))
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ConfigError(f"unknown model config fields: {sorted(unknown)}")
+        return cls(**d)
+
+    def replace(self, **changes: Any) -> "AdaViTConfig":
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_flags(
+        cls,
+        *,
+        ada_head: bool = True,
+        ada_layer: bool = True,
+        ada_token: bool = True,
+        ada_token_with_mlp: bool = True,
+        keep_layers: int = 1,
+        ada_token_start_layer: int = 0,
+        norm_policy: bool = False,
+        **arch: Any,
+    ) -> "AdaViTConfig":
+        """Build the per-block layout the reference derives from its flags."""
+        depth = arch.get("depth", cls.depth)
+        selected = tuple(range(keep_layers, depth))
+        return cls(
+            head_select=selected if ada_head else (),
+            layer_select=selected if ada_layer else (),
+            token_select=tuple(range(ada_token_start_layer, depth)) if ada_token else (),
+            norm_policy=selected if norm_policy and (ada_head or ada_layer) else (),
+            token_with_mlp=ada_token_with_mlp,
+            **arch,
+        )
+
+
+def _deit(embed_dim: int, num_heads: int) -> dict[str, Any]:
+    return dict(img_size=224, patch_size=16, embed_dim=embed_dim, depth=12, num_heads=num_heads, mlp_hidden=4 * embed_dim)
+
+
+#: Architecture presets of the released family (decision layout = the paper's h-l-tmlp models).
+PRESETS: dict[str, dict[str, Any]] = {
+    "ada-deit-t": _deit(192, 3),
+    "ada-deit-s": _deit(384, 6),
+    "ada-deit-b": _deit(768, 12),
+}
+
+#: Heads of the standard DeiT widths, for dense checkpoints that carry no head count.
+DEFAULT_HEADS = {192: 3, 384: 6, 768: 12}
+
+
+def preset(name: str, **overrides: Any) -> AdaViTConfig:
+    """An Ada-DeiT preset with all decisions on (``keep_layers=1``), as released."""
+    try:
+        arch = PRESETS[name]
+    except KeyError:
+        raise ConfigError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None
+    return AdaViTConfig.from_flags(**{**arch, **overrides})

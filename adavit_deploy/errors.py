@@ -1,0 +1,28 @@
+"""The library's exceptions: each message is one line that says what to fix.
+
+Only the CLI boundary turns them into an exit code; the library never exits.
+"""
+
+
+class AdaViTDeployError(Exception):
+    """Base class: a user-facing problem with a fix-it message."""
+
+
+class CheckpointError(AdaViTDeployError):
+    """A checkpoint that cannot be read, is unsafe, or is not an AdaViT/DeiT."""
+
+
+class ConfigError(AdaViTDeployError):
+    """An architecture or flag that is inconsistent or cannot be inferred."""
+
+
+class BundleError(AdaViTDeployError):
+    """A bundle directory that is missing, incomplete or tampered with."""
+
+
+class InputError(AdaViTDeployError):
+    """Inputs of the wrong shape, type or format."""
+
+
+class BackendError(AdaViTDeployError):
+    """A runtime backend that is not installed or cannot run here."""

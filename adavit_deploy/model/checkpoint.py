@@ -1,0 +1,193 @@
+"""Reading checkpoints safely and mapping them onto ``AdaViTConfig``.
+
+The single place where foreign checkpoints are unwrapped and remapped
+(timm's ``checkpoint_filter_fn`` idea): the reference's training checkpoints,
+bare state dicts and dense timm/DeiT checkpoints all end here as one
+reference-layout state dict plus a resolved config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import pickle
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..config import DEFAULT_HEADS, AdaViTConfig, Thresholds
+from ..errors import CheckpointError, ConfigError
+from .adavit import AdaViT
+
+#: Globals a reference checkpoint may hold besides tensors; nothing else is unpickled.
+SAFE_GLOBALS: list[Any] = [argparse.Namespace]
+WEIGHT_KEYS = ("state_dict_ema", "state_dict", "model")
+REQUIRED = ("cls_token", "pos_embed", "patch_embed.proj.weight", "head.weight")
+
+
+@dataclass
+class Checkpoint:
+    """A checkpoint read from disk: reference-layout weights, training args, kind."""
+
+    path: Path
+    state_dict: dict[str, torch.Tensor]
+    args: dict[str, Any] = field(default_factory=dict)
+    kind: str = "reference"  # "reference" | "state_dict" | "timm-dense"
+
+
+def read_checkpoint(path: str | Path) -> Checkpoint:
+    """Load ``path`` with ``weights_only=True``; never runs pickled code."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        with torch.serialization.safe_globals(SAFE_GLOBALS):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"(?:Unsupported global|Trying to load unsupported GLOBAL|GLOBAL)\W+([\w.]+)", str(e))
+        if found:
+            raise CheckpointError(
+                f"{path}: refused: its pickle references {found.group(1)}, which could run code "
+                "(only tensors and argparse.Namespace are loaded)"
+            ) from None
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({_first_sentence(e)})") from None
+    except Exception as e:  # torch raises RuntimeError/EOFError/... for corrupt files
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({_first_sentence(e)})") from None
+    return _unwrap(path, obj)
+
+
+def _first_sentence(e: Exception) -> str:
+    """The informative part of torch's multi-paragraph load errors."""
+    text = " ".join(str(e).split()) or type(e).__name__
+    text = text.split("Check the documentation of torch.load")[0]
+    text = text.split(" from a trusted source. ")[-1].split("WeightsUnpickler error: ")[-1]
+    return text.split(". ")[0].strip().rstrip(".")
+
+
+def _unwrap(path: Path, obj: Any) -> Checkpoint:
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path}: expected a dict of weights, found {type(obj).__name__}")
+    kind = "reference"
+    weights = next((obj[k] for k in WEIGHT_KEYS if isinstance(obj.get(k), dict)), None)
+    if weights is None:
+        weights, kind = obj, "state_dict"
+    args = obj.get("args") if weights is not obj else None
+    args = vars(args) if isinstance(args, argparse.Namespace) else dict(args or {})
+    state = checkpoint_filter_fn(weights)
+    if any(k.endswith("attn.qkv.weight") for k in weights):
+        kind = "timm-dense"
+    return Checkpoint(path, state, args, kind)
+
+
+def checkpoint_filter_fn(state_dict: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Strip ``module.``, split timm's fused ``qkv`` into the reference's q/k/v."""
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state_dict.items():
+        if not isinstance(value, torch.Tensor):
+            continue
+        key = key.removeprefix("module.")
+        if key in ("dist_token", "head_dist.weight"):
+            raise CheckpointError("distilled DeiT checkpoints (dist_token) are not supported")
+        fused = re.fullmatch(r"(blocks\.\d+\.attn\.)qkv\.(weight|bias)", key)
+        if fused:
+            for name, part in zip(("query", "key", "value"), value.chunk(3, dim=0)):
+                out[f"{fused.group(1)}{name}.{fused.group(2)}"] = part.clone()
+        else:
+            out[key] = value
+    return out
+
+
+def _blocks_with(state: dict[str, torch.Tensor], suffix: str) -> tuple[int, ...]:
+    found = (re.fullmatch(rf"blocks\.(\d+)\.{re.escape(suffix)}", k) for k in state)
+    return tuple(sorted({int(m.group(1)) for m in found if m}))
+
+
+def infer_config(ckpt: Checkpoint, **overrides: Any) -> AdaViTConfig:
+    """Resolve the config: explicit overrides > tensor shapes > ``args`` > defaults.
+
+    ``overrides`` may hold ``num_heads``, ``token_with_mlp`` and the thresholds
+    ``head_threshold``, ``layer_threshold``, ``token_threshold``; ``None`` means
+    "not given".
+    """
+    sd, args = ckpt.state_dict, ckpt.args
+    missing = [k for k in REQUIRED if k not in sd]
+    if missing:
+        raise CheckpointError(f"{ckpt.path}: not an AdaViT/DeiT checkpoint (missing {', '.join(missing)})")
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    embed_dim = sd["cls_token"].shape[-1]
+    patch = sd["patch_embed.proj.weight"]
+    grid = math.isqrt(sd["pos_embed"].shape[1] - 1)
+    if grid * grid != sd["pos_embed"].shape[1] - 1:
+        raise CheckpointError(f"{ckpt.path}: pos_embed holds {sd['pos_embed'].shape[1]} tokens, not 1 + a square grid")
+    head_select = _blocks_with(sd, "head_select.mlp_head.weight")
+    token_select = _blocks_with(sd, "attn.token_select.mlp_head.weight")
+
+    num_heads = overrides.get("num_heads") or args.get("num_heads")
+    if head_select:
+        found = sd[f"blocks.{head_select[0]}.head_select.mlp_head.weight"].shape[0]
+        if num_heads and num_heads != found:
+            raise ConfigError(f"--num-heads {num_heads} contradicts the checkpoint's head selector ({found} heads)")
+        num_heads = found
+    num_heads = num_heads or DEFAULT_HEADS.get(embed_dim)
+    if not num_heads:
+        raise ConfigError(f"cannot infer the number of heads for embed dim {embed_dim}: pass --num-heads")
+
+    token_with_mlp = overrides.get("token_with_mlp", args.get("ada_token_with_mlp"))
+    if token_with_mlp is None:
+        if token_select:
+            raise ConfigError(
+                "the checkpoint selects tokens but does not say whether the FFN is token-masked: "
+                "pass --token-with-mlp or --no-token-with-mlp"
+            )
+        token_with_mlp = False
+    thresholds = Thresholds(
+        head=overrides.get("head_threshold", Thresholds.head),
+        layer=overrides.get("layer_threshold", Thresholds.layer),
+        token=overrides.get("token_threshold", Thresholds.token),
+    )
+    return AdaViTConfig(
+        img_size=grid * patch.shape[-1],
+        patch_size=patch.shape[-1],
+        in_chans=patch.shape[1],
+        num_classes=sd["head.weight"].shape[0],
+        embed_dim=embed_dim,
+        depth=1 + max(int(k.split(".")[1]) for k in sd if k.startswith("blocks.")),
+        num_heads=num_heads,
+        mlp_hidden=sd["blocks.0.mlp.fc1.weight"].shape[0],
+        qkv_bias="blocks.0.attn.query.bias" in sd,
+        head_select=head_select,
+        layer_select=_blocks_with(sd, "layer_select.mlp_head.weight"),
+        token_select=token_select,
+        norm_policy=_blocks_with(sd, "norm_policy.weight"),
+        token_with_mlp=bool(token_with_mlp),
+        thresholds=thresholds,
+    )
+
+
+def build_model(cfg: AdaViTConfig, state_dict: dict[str, torch.Tensor]) -> AdaViT:
+    """An eval-mode ``AdaViT`` holding exactly ``state_dict``; any mismatch is an error."""
+    model = AdaViT(cfg)
+    result = model.load_state_dict(state_dict, strict=False)
+    problems = []
+    if result.missing_keys:
+        problems.append(f"missing {', '.join(result.missing_keys[:4])}")
+    if result.unexpected_keys:
+        problems.append(f"unexpected {', '.join(result.unexpected_keys[:4])}")
+    if problems:
+        raise CheckpointError(f"weights do not fit the inferred architecture: {'; '.join(problems)}")
+    return model.eval()
+
+
+def load_model(path: str | Path, **overrides: Any) -> tuple[AdaViT, Checkpoint]:
+    """Read, resolve and build in one call: what every command starts with."""
+    ckpt = read_checkpoint(path)
+    return build_model(infer_config(ckpt, **overrides), ckpt.state_dict), ckpt
+
+
+def save_checkpoint(model: AdaViT, path: str | Path, **extra: Any) -> None:
+    """Write ``model`` in the reference format (``state_dict`` + ``args`` Namespace)."""
+    args = argparse.Namespace(model="ada_step_custom", **model.cfg.flags())
+    torch.save({"state_dict": model.state_dict(), "args": args, "arch": "ada_step_custom", **extra}, path)
