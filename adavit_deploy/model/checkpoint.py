@@ -47,7 +47,8 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
         with torch.serialization.safe_globals(SAFE_GLOBALS):
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        found = re.search(r"(?:Unsupported global|Trying to load unsupported GLOBAL|GLOBAL)\W+([\w.]+)", str(e))
+        # torch words it "unsupported GLOBAL posix.system ..." or "Unsupported global: GLOBAL getattr ..."
+        found = re.search(r"\bGLOBAL\s+([\w.]+)", str(e))
         if found:
             raise CheckpointError(
                 f"{path}: refused: its pickle references {found.group(1)}, which could run code "
@@ -189,5 +190,6 @@ def load_model(path: str | Path, **overrides: Any) -> tuple[AdaViT, Checkpoint]:
 
 def save_checkpoint(model: AdaViT, path: str | Path, **extra: Any) -> None:
     """Write ``model`` in the reference format (``state_dict`` + ``args`` Namespace)."""
-    args = argparse.Namespace(model="ada_step_custom", **model.cfg.flags())
+    # num_heads too: without a head selector the tensors do not say it (infer_config reads it back)
+    args = argparse.Namespace(model="ada_step_custom", num_heads=model.cfg.num_heads, **model.cfg.flags())
     torch.save({"state_dict": model.state_dict(), "args": args, "arch": "ada_step_custom", **extra}, path)

@@ -1,0 +1,154 @@
+"""The bundle: a directory of graphs plus the one manifest that describes it.
+
+``manifest.json`` is the single source of truth a runtime needs: model config
+and flags, preprocessing, every artifact with its sha256 and I/O signature,
+opset and producer versions, and the parity measured at export. Bundles are
+written into a hidden staging directory and renamed into place only when
+complete, so an interrupted export never leaves something that looks whole.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from .config import AdaViTConfig
+from .errors import BundleError
+
+SCHEMA = "adavit-deploy/bundle"
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass
+class TensorSpec:
+    name: str
+    dtype: str
+    shape: list[int | str]  # str = a dynamic axis
+
+
+@dataclass
+class Artifact:
+    """One file of the bundle and, for graphs, its I/O signature."""
+
+    file: str
+    sha256: str
+    inputs: list[TensorSpec] = field(default_factory=list)
+    outputs: list[TensorSpec] = field(default_factory=list)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Artifact":
+        return cls(
+            file=d["file"],
+            sha256=d["sha256"],
+            inputs=[TensorSpec(**t) for t in d.get("inputs", [])],
+            outputs=[TensorSpec(**t) for t in d.get("outputs", [])],
+        )
+
+
+@dataclass
+class Manifest:
+    model: AdaViTConfig
+    artifacts: dict[str, Artifact]
+    opset: int
+    max_batch: int
+    producer: dict[str, str]
+    source: dict[str, Any] = field(default_factory=dict)
+    parity: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "schema": SCHEMA,
+                "schema_version": SCHEMA_VERSION,
+                "producer": self.producer,
+                "source": self.source,
+                "model": self.model.to_dict(),
+                "flags": self.model.flags(),
+                "opset": self.opset,
+                "max_batch": self.max_batch,
+                "artifacts": {k: asdict(v) for k, v in self.artifacts.items()},
+                "parity": self.parity,
+            },
+            indent=2,
+        )
+
+    @classmethod
+    def from_json(cls, text: str, where: str = "manifest") -> "Manifest":
+        try:
+            d = json.loads(text)
+            if d.get("schema") != SCHEMA:
+                raise BundleError(f"{where}: not an adavit-deploy bundle manifest")
+            if d.get("schema_version") != SCHEMA_VERSION:
+                raise BundleError(
+                    f"{where}: bundle schema version {d.get('schema_version')} is not {SCHEMA_VERSION}: re-export it"
+                )
+            return cls(
+                model=AdaViTConfig.from_dict(d["model"]),
+                artifacts={k: Artifact.from_dict(v) for k, v in d["artifacts"].items()},
+                opset=d["opset"],
+                max_batch=d["max_batch"],
+                producer=d["producer"],
+                source=d.get("source", {}),
+                parity=d.get("parity", {}),
+            )
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise BundleError(f"{where}: malformed manifest ({type(e).__name__}: {e})") from None
+
+
+def read_manifest(bundle: str | Path, verify: bool = True) -> Manifest:
+    """Read and (by default) verify every artifact's sha256 against the manifest."""
+    bundle = Path(bundle)
+    path = bundle / MANIFEST
+    if not path.is_file():
+        raise BundleError(f"{bundle}: not a bundle (no {MANIFEST}); create one with `adavit-deploy export`")
+    manifest = Manifest.from_json(path.read_text(), str(path))
+    if verify:
+        for name, art in manifest.artifacts.items():
+            f = bundle / art.file
+            if not f.is_file():
+                raise BundleError(f"{bundle}: artifact {art.file} ({name}) is missing: re-export the bundle")
+            if sha256(f) != art.sha256:
+                raise BundleError(f"{bundle}: artifact {art.file} ({name}) fails its sha256 check: re-export the bundle")
+    return manifest
+
+
+@contextmanager
+def staged_directory(final: Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a hidden staging dir beside ``final``; rename it into place on success.
+
+    On any error (or Ctrl-C) the staging dir is removed and ``final`` is left
+    as it was.
+    """
+    final = Path(final)
+    if final.exists() and not overwrite:
+        raise BundleError(f"{final} already exists: pass --overwrite or choose another --out")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
+    try:
+        yield stage
+        if final.exists():
+            old = final.with_name(f".{final.name}.old-{os.getpid()}")
+            os.replace(final, old)
+            os.replace(stage, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(stage, final)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise

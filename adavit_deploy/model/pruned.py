@@ -1,0 +1,187 @@
+"""The pruned execution graphs, as small torch modules that ``export`` traces.
+
+The masked model computes everything and multiplies by 0; these modules
+compute only what a decision keeps, from the same weights:
+
+- ``Stem``: patch embedding + class token + position table.
+- ``Policy``: ADAVIT.md steps 1-4 of one block (stage 1), outputs booleans.
+- ``PrunedAttention`` / ``PrunedMlp``: steps 5 and 6 on a dense tensor of the
+  kept tokens only, with the kept heads' weights gathered by an index input
+  (stage 2). One graph serves every head count and token count.
+- ``Classifier``: final norm + head on the class token.
+- ``DenseViT``: every decision on, the baseline of the same weights.
+
+Data-dependent ops (NonZero, TopK) stay on the host: the graphs only see
+dense tensors and index vectors, which TensorRT handles as well as ORT.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .adavit import AdaBlock, AdaViT
+
+
+class Stem(nn.Module):
+    def __init__(self, model: AdaViT) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model.embed(images)
+
+
+class Policy(nn.Module):
+    """One block's decisions: ``layer`` (B,2), ``heads`` (B,H), ``patches`` (B,P).
+
+    Only the outputs the block has are produced (see ``outputs``); the class
+    token's "kept" bit is added by the host.
+    """
+
+    def __init__(self, block: AdaBlock, thresholds) -> None:
+        super().__init__()
+        self.block, self.thr = block, thresholds
+        self.outputs = [
+            name
+            for name, present in (
+                ("layer", block.layer_select is not None),
+                ("heads", block.head_select is not None),
+                ("patches", block.attn.token_select is not None),
+            )
+            if present
+        ]
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        b, out = self.block, []
+        p = x[:, 0] if b.norm_policy is None else b.norm_policy(x[:, 0])
+        if b.layer_select is not None:
+            out.append(b.layer_select(p, self.thr.layer))
+        if b.head_select is not None:
+            out.append(b.head_select(p, self.thr.head))
+        if b.attn.token_select is not None:
+            out.append(b.attn.token_select(b.norm1(x[:, 1:]), self.thr.token).squeeze(-1))
+        return tuple(out)
+
+
+def _by_head(weight: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """(out, in) Linear weight -> (in, H, d) so kept heads' output columns gather on axis 1."""
+    return weight.t().reshape(weight.shape[1], num_heads, -1).contiguous()
+
+
+class _HeadGather(nn.Module):
+    """Shared by attention and MLP: select the kept heads' columns / rows."""
+
+    def __init__(self, block: AdaBlock, select_heads: bool) -> None:
+        super().__init__()
+        self.num_heads = block.num_heads
+        self.select_heads = select_heads
+
+    def cols(self, w: torch.Tensor, heads: torch.Tensor | None) -> torch.Tensor:
+        """(in, H, d) -> (in, k*d): output channels of the kept heads."""
+        if heads is not None:
+            w = w.index_select(1, heads)
+        return w.reshape(w.shape[0], -1)
+
+    def rows(self, w: torch.Tensor, heads: torch.Tensor | None) -> torch.Tensor:
+        """(H, d, out) -> (k*d, out): input channels of the kept heads."""
+        if heads is not None:
+            w = w.index_select(0, heads)
+        return w.reshape(-1, w.shape[-1])
+
+
+class PrunedAttention(_HeadGather):
+    """``x + MSA(norm1(x))`` on kept tokens ``x`` (G,K,C) and kept ``heads`` (k,).
+
+    ``key_bias`` (G,K) is 0 for real tokens and -inf for padding, so groups of
+    samples with different token counts share one call exactly.
+    """
+
+    def __init__(self, block: AdaBlock, select_heads: bool) -> None:
+        super().__init__(block, select_heads)
+        a, H = block.attn, block.num_heads
+        self.norm1 = block.norm1
+        self.scale = a.scale
+        self.register_buffer("wq", _by_head(a.query.weight.detach(), H))
+        self.register_buffer("wk", _by_head(a.key.weight.detach(), H))
+        self.register_buffer("wv", _by_head(a.value.weight.detach(), H))
+        self.register_buffer("bq", a.query.bias.detach().reshape(H, -1))
+        self.register_buffer("bk", a.key.bias.detach().reshape(H, -1))
+        self.register_buffer("bv", a.value.bias.detach().reshape(H, -1))
+        self.register_buffer("wp", a.proj.weight.detach().t().reshape(H, -1, a.proj.weight.shape[0]).contiguous())
+        self.register_buffer("bp", a.proj.bias.detach())
+
+    def _bias(self, b: torch.Tensor, heads: torch.Tensor | None) -> torch.Tensor:
+        return (b if heads is None else b.index_select(0, heads)).reshape(-1)
+
+    def forward(self, x: torch.Tensor, heads: torch.Tensor | None = None, key_bias: torch.Tensor | None = None) -> torch.Tensor:
+        G, K, C = x.shape
+        y = self.norm1(x)
+        d = self.wq.shape[-1]
+        q, k, v = (
+            (y @ self.cols(w, heads) + self._bias(b, heads)).reshape(G, K, -1, d).transpose(1, 2)
+            for w, b in ((self.wq, self.bq), (self.wk, self.bk), (self.wv, self.bv))
+        )
+        scores = (q @ k.transpose(-2, -1)) * self.scale
+        if key_bias is not None:
+            scores = scores + key_bias[:, None, None, :]
+        out = (scores.softmax(dim=-1) @ v).transpose(1, 2).reshape(G, K, -1)
+        return x + out @ self.rows(self.wp, heads) + self.bp
+
+
+class PrunedMlp(_HeadGather):
+    """``x + FFN(norm2(x))`` where fc1 sees only the kept heads' channels."""
+
+    def __init__(self, block: AdaBlock, select_heads: bool) -> None:
+        super().__init__(block, select_heads)
+        m, H = block.mlp, block.num_heads
+        self.norm2 = block.norm2
+        self.register_buffer("w1", m.fc1.weight.detach().t().reshape(H, -1, m.fc1.weight.shape[0]).contiguous())
+        self.register_buffer("b1", m.fc1.bias.detach())
+        self.act = m.act
+        self.fc2 = m.fc2
+
+    def forward(self, x: torch.Tensor, heads: torch.Tensor | None = None) -> torch.Tensor:
+        z = self.norm2(x)
+        if heads is not None:
+            d = self.w1.shape[1]
+            z = z.reshape(*z.shape[:-1], self.num_heads, d).index_select(-2, heads).flatten(-2)
+        return x + self.fc2(self.act(z @ self.rows(self.w1, heads) + self.b1))
+
+
+class Classifier(nn.Module):
+    def __init__(self, model: AdaViT) -> None:
+        super().__init__()
+        self.norm, self.head = model.norm, model.head
+
+    def forward(self, cls: torch.Tensor) -> torch.Tensor:
+        return self.head(self.norm(cls))
+
+
+class DenseViT(nn.Module):
+    """The plain ViT of the same weights: the benchmark baseline."""
+
+    def __init__(self, model: AdaViT) -> None:
+        super().__init__()
+        self.stem = Stem(model)
+        self.attn = nn.ModuleList(PrunedAttention(b, False) for b in model.blocks)
+        self.mlp = nn.ModuleList(PrunedMlp(b, False) for b in model.blocks)
+        self.classifier = Classifier(model)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.stem(images)
+        for attn, mlp in zip(self.attn, self.mlp):
+            x = mlp(attn(x))
+        return self.classifier(x[:, 0])
+
+
+def block_constants(block: AdaBlock) -> dict[str, torch.Tensor]:
+    """What a block adds when every head is dropped (ADAVIT.md step 7).
+
+    q = k = v = 0 so MSA adds the proj bias to kept tokens; fc1 sees zeros so
+    the FFN adds ``fc2(gelu(b1))``. The runtime adds these without a graph call.
+    """
+    mlp = block.mlp
+    with torch.no_grad():
+        ffn = mlp.fc2(mlp.act(mlp.fc1.bias[None]))[0]
+    return {"attn": block.attn.proj.bias.detach().clone(), "mlp": ffn}

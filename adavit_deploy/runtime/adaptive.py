@@ -1,0 +1,146 @@
+"""The two-stage runtime: one loop, any backend.
+
+Per block: stage 1 runs the block's policy graph on the full token buffer
+and reads the decisions; the host routes the batch into groups of samples
+sharing an execution path; stage 2 runs the pruned attention / MLP graph once
+per group on only the kept tokens and heads, and scatters the results back
+into the full ``(B, N, C)`` buffer (a dropped token is carried unchanged and
+may be selected again later). Sub-layers that are off cost nothing; a block
+whose heads are all dropped adds its precomputed constants without a call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..bundle import Manifest, read_manifest
+from ..cost import sample_gmacs
+from ..errors import InputError
+from .backends import Backend, get_backend
+from .routing import gather, route, scatter
+
+
+@dataclass
+class RoutingStats:
+    """How the batch was split: graph calls, and token slots computed vs padded."""
+
+    calls: int = 0
+    constant_adds: int = 0
+    token_slots: int = 0
+    padded_slots: int = 0
+    paths: dict[str, int] = field(default_factory=dict)  # "block:stage:heads" -> samples
+
+    @property
+    def padding_waste(self) -> float:
+        return self.padded_slots / self.token_slots if self.token_slots else 0.0
+
+
+@dataclass
+class InferResult:
+    """Logits, decisions in the reference's shapes (0/1 float32) and cost per sample."""
+
+    logits: np.ndarray
+    head_select: np.ndarray
+    layer_select: np.ndarray
+    token_select: np.ndarray
+    gmacs: np.ndarray
+    routing: RoutingStats
+
+
+class AdaptiveRuntime:
+    """A loaded bundle: ``infer`` routes each input to its pruned path; ``dense`` runs the baseline."""
+
+    def __init__(self, bundle: str | Path, manifest: Manifest, backend: Backend) -> None:
+        self.bundle, self.manifest, self.cfg = Path(bundle), manifest, manifest.model
+        self.runners = {
+            name: backend.runner(self.bundle, art) for name, art in manifest.artifacts.items() if art.file.endswith(".onnx")
+        }
+        with np.load(self.bundle / manifest.artifacts["constants"].file) as c:
+            self.constants = {k: c[k] for k in c.files}
+
+    def check_images(self, images: np.ndarray) -> np.ndarray:
+        cfg = self.cfg
+        want = (cfg.in_chans, cfg.img_size, cfg.img_size)
+        images = np.asarray(images)
+        if images.ndim != 4 or images.shape[1:] != want or not np.issubdtype(images.dtype, np.floating):
+            raise InputError(
+                f"images must be float NCHW of shape (B, {', '.join(map(str, want))}); got {images.dtype} {images.shape}"
+            )
+        if len(images) == 0:
+            raise InputError("no images to run")
+        return np.ascontiguousarray(images, dtype=np.float32)
+
+    def dense(self, images: np.ndarray) -> np.ndarray:
+        """Logits of the dense baseline graph (every decision on)."""
+        return self.runners["dense"](images=self.check_images(images))["logits"]
+
+    def infer(self, images: np.ndarray) -> InferResult:
+        cfg = self.cfg
+        images = self.check_images(images)
+        x = self.runners["stem"](images=images)["tokens"]
+        B, N, _ = x.shape
+        stats = RoutingStats()
+        record = {"layer": [], "heads": [], "tokens": []}
+        for block in range(cfg.depth):
+            layer, heads, tokens = self._decide(block, x)
+            record["layer"].append(layer)
+            record["heads"].append(heads)
+            record["tokens"].append(tokens)
+            self._stage(block, "attn", x, layer[:, 0], heads, tokens, stats)
+            ffn_tokens = tokens if cfg.token_with_mlp else np.ones_like(tokens)
+            self._stage(block, "mlp", x, layer[:, 1], heads, ffn_tokens, stats)
+        logits = self.runners["head"](cls=np.ascontiguousarray(x[:, 0]))["logits"]
+
+        def stack(blocks: tuple[int, ...], key: str, width: int) -> np.ndarray:
+            if not blocks:
+                return np.zeros((B, 0, width), np.float32)
+            return np.stack([record[key][b] for b in blocks], axis=1).astype(np.float32)
+
+        head_sel = stack(cfg.head_select, "heads", cfg.num_heads)
+        layer_sel = stack(cfg.layer_select, "layer", 2)
+        token_sel = stack(cfg.token_select, "tokens", N)
+        return InferResult(logits, head_sel, layer_sel, token_sel, sample_gmacs(cfg, head_sel, layer_sel, token_sel), stats)
+
+    def _decide(self, block: int, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Stage 1: (B,2) sub-layers, (B,H) heads, (B,N) tokens, all bool."""
+        B, N, _ = x.shape
+        out = self.runners[f"policy_{block}"](x=x) if f"policy_{block}" in self.runners else {}
+        layer = out.get("layer", np.ones((B, 2), bool))
+        heads = out.get("heads", np.ones((B, self.cfg.num_heads), bool))
+        patches = out.get("patches")
+        tokens = np.ones((B, N), bool) if patches is None else np.concatenate([np.ones((B, 1), bool), patches], axis=1)
+        return layer, heads, tokens
+
+    def _stage(
+        self, block: int, stage: str, x: np.ndarray, active: np.ndarray, heads: np.ndarray, tokens: np.ndarray, stats: RoutingStats
+    ) -> None:
+        """Stage 2 for one sub-layer: every group of ``route`` in one call, in place on ``x``."""
+        none_kept = ~heads.any(axis=1)
+        for s in np.flatnonzero(active & none_kept):
+            x[s, tokens[s]] += self.constants[f"{stage}_{block}"]
+            stats.constant_adds += 1
+        runner = self.runners[f"{stage}_{block}"]
+        for group in route(active & ~none_kept, heads, tokens):
+            xg, key_bias = gather(x, group)
+            feed = {"x": xg}
+            if "heads" in runner.input_names:
+                feed["heads"] = group.heads
+            if "key_bias" in runner.input_names:
+                feed["key_bias"] = key_bias
+            scatter(x, group, runner(**feed)["y"])
+            stats.calls += 1
+            stats.token_slots += xg.shape[0] * xg.shape[1]
+            stats.padded_slots += group.padding
+            path = f"{block}:{stage}:{','.join(map(str, group.heads))}"
+            stats.paths[path] = stats.paths.get(path, 0) + len(group.samples)
+
+
+def load_bundle(path: str | Path, backend: str | Backend = "ort", threads: int = 0) -> AdaptiveRuntime:
+    """Verify a bundle (sha256 of every file) and load it on ``backend``."""
+    manifest = read_manifest(path)
+    if isinstance(backend, str):
+        backend = get_backend(backend, threads)
+    return AdaptiveRuntime(path, manifest, backend)

@@ -1,0 +1,41 @@
+"""One interface for every backend: a runner per graph, a backend that makes runners.
+
+Polygraphy's split: a *runner* executes one graph on host numpy arrays and
+checks its feed against the graph's declared inputs; a *backend* knows how
+to turn a bundle artifact into a runner. The runtime loop
+(``runtime/adaptive.py``) only ever talks to these two.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+import numpy as np
+
+from ...bundle import Artifact
+from ...errors import InputError
+
+
+class Runner(ABC):
+    """Runs one graph: ``runner(x=..., heads=...)`` -> ``{output name: array}``."""
+
+    def __init__(self, artifact: Artifact) -> None:
+        self.artifact = artifact
+        self.input_names = [t.name for t in artifact.inputs]
+        self.output_names = [t.name for t in artifact.outputs]
+
+    def __call__(self, **feed: np.ndarray) -> dict[str, np.ndarray]:
+        if set(feed) != set(self.input_names):
+            raise InputError(f"{self.artifact.file}: expected inputs {self.input_names}, got {sorted(feed)}")
+        return dict(zip(self.output_names, self.run(feed)))
+
+    @abstractmethod
+    def run(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]: ...
+
+
+class Backend(ABC):
+    name: str
+
+    @abstractmethod
+    def runner(self, bundle: Path, artifact: Artifact) -> Runner: ...

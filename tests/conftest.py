@@ -1,0 +1,242 @@
+"""Shared fixtures: the reference fixtures in ../shared, random checkpoints, timm twins.
+
+Everything reusable across test files lives here, as fixtures (tests never
+import this module).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from adavit_deploy.config import AdaViTConfig
+from adavit_deploy.model import AdaViT, save_checkpoint
+
+#: The reference implementation's own checkpoints + outputs (../shared/fixtures/README.md).
+FIXTURE_NAMES = ("tiny_full", "tiny_attn_tokens_normpolicy", "tiny_heads_only")
+
+#: Architecture of the random test models (small enough to be instant on a CPU).
+SMALL_ARCH: dict[str, Any] = dict(
+    img_size=32, patch_size=8, embed_dim=48, depth=3, num_heads=3, mlp_hidden=96, num_classes=7
+)
+
+SHARED_DIR = Path(__file__).resolve().parents[2] / "shared"
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    return SHARED_DIR
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir() -> Path:
+    """``../shared/fixtures`` beside the repository; skips where it is not checked out."""
+    path = SHARED_DIR / "fixtures"
+    if not path.is_dir():
+        pytest.skip("../shared/fixtures not present (only CI and developers have it)")
+    return path
+
+
+@dataclass(frozen=True)
+class ReferenceCase:
+    """One reference fixture: checkpoint path and the reference's eval outputs."""
+
+    name: str
+    checkpoint: Path
+    images: np.ndarray  # (8, 3, 64, 64) float32, normalised
+    logits: np.ndarray  # (8, 10)
+    decisions: dict[str, np.ndarray]  # head_select / layer_select / token_select, where present
+
+
+def _load_case(fixtures_dir: Path, name: str) -> ReferenceCase:
+    with np.load(fixtures_dir / f"{name}.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    return ReferenceCase(
+        name=name,
+        checkpoint=fixtures_dir / f"{name}.pth.tar",
+        images=arrays.pop("images"),
+        logits=arrays.pop("logits"),
+        decisions=arrays,
+    )
+
+
+@pytest.fixture(params=FIXTURE_NAMES)
+def fixture_name(request: pytest.FixtureRequest) -> str:
+    """Each of the three reference fixtures in turn."""
+    return request.param
+
+
+@pytest.fixture
+def reference_case(fixtures_dir: Path, fixture_name: str) -> ReferenceCase:
+    """Each reference fixture in turn, loaded (checkpoint path + npz arrays)."""
+    return _load_case(fixtures_dir, fixture_name)
+
+
+@pytest.fixture(scope="session")
+def load_reference_case(fixtures_dir: Path) -> Callable[[str], ReferenceCase]:
+    """``load_reference_case(name)`` for a test that needs one particular fixture."""
+    return partial(_load_case, fixtures_dir)
+
+
+# -- random models ---------------------------------------------------------------
+
+
+def _spread_decisions(model: AdaViT, seed: int) -> None:
+    """Re-initialise every decision head so its decisions vary with the input.
+
+    With timm's init (tiny weights, zero bias) every sigmoid sits at ~0.5: the
+    token selector (threshold 0.6) would drop every patch and the others would
+    be coin flips on noise. Like the reference fixtures, each head is instead
+    calibrated on a random batch, block by block (a pre-hook runs before the
+    head's first use, so later blocks see the calibrated earlier decisions):
+    random weights scaled to unit logit spread and a bias that puts the median
+    exactly at the threshold, i.e. each decision is taken about half the time.
+    """
+    cfg, thr = model.cfg, model.cfg.thresholds
+    gen = torch.Generator().manual_seed(seed + 1)
+    heads: list[tuple[nn.Linear, float]] = []
+    for block in model.blocks:
+        if block.layer_select is not None:
+            heads.append((block.layer_select.mlp_head, thr.layer))
+        if block.head_select is not None:
+            heads.append((block.head_select.mlp_head, thr.head))
+        if block.attn.token_select is not None:
+            heads.append((block.attn.token_select.mlp_head, thr.token))
+    handles = []
+
+    def calibrate(threshold: float, module: nn.Linear, inputs: tuple[torch.Tensor, ...]) -> None:
+        x = inputs[0].reshape(-1, inputs[0].shape[-1])
+        w = torch.randn(module.out_features, module.in_features, generator=gen)
+        z = x @ w.T
+        std = z.std(dim=0).clamp_min(1e-6)
+        module.weight.copy_(w / std[:, None])
+        module.bias.copy_(math.log(threshold / (1 - threshold)) - torch.quantile(z, 0.5, dim=0) / std)
+
+    for linear, threshold in heads:
+        handles.append(linear.register_forward_pre_hook(partial(calibrate, threshold)))
+    images = torch.randn(8, cfg.in_chans, cfg.img_size, cfg.img_size, generator=gen)
+    with torch.no_grad():
+        model(images)
+    for handle in handles:
+        handle.remove()
+
+
+def build_random_model(seed: int = 0, spread: bool = True, **config_kwargs: Any) -> AdaViT:
+    torch.manual_seed(seed)
+    model = AdaViT(AdaViTConfig.from_flags(**{**SMALL_ARCH, **config_kwargs})).eval()
+    if spread and model.cfg.is_adaptive:
+        _spread_decisions(model, seed)
+    return model
+
+
+@pytest.fixture
+def make_model() -> Callable[..., AdaViT]:
+    """``make_model(seed=0, spread=True, **config_kwargs)``: a small random eval-mode AdaViT.
+
+    ``config_kwargs`` go to ``AdaViTConfig.from_flags`` over ``SMALL_ARCH``
+    (e.g. ``ada_token=False``, ``keep_layers=2``, ``norm_policy=True``).
+    ``spread`` calibrates the decision heads so decisions vary per input.
+    """
+    return build_random_model
+
+
+@pytest.fixture
+def make_checkpoint(tmp_path: Path) -> Callable[..., Path]:
+    """``make_checkpoint([directory], name=..., seed=0, **config_kwargs)`` -> path of a saved random AdaViT.
+
+    Written by ``save_checkpoint`` in the reference format; ``directory``
+    defaults to the test's ``tmp_path``.
+    """
+
+    def make(directory: Path | None = None, *, name: str = "random.pth.tar", seed: int = 0, spread: bool = True, **config_kwargs: Any) -> Path:
+        path = Path(directory or tmp_path) / name
+        save_checkpoint(build_random_model(seed, spread, **config_kwargs), path)
+        return path
+
+    return make
+
+
+# -- timm twins --------------------------------------------------------------------
+
+
+def build_timm_vit(cfg: AdaViTConfig) -> nn.Module:
+    """A plain timm ViT with ``cfg``'s dimensions (DeiT settings), eval mode."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    return VisionTransformer(
+        img_size=cfg.img_size,
+        patch_size=cfg.patch_size,
+        in_chans=cfg.in_chans,
+        num_classes=cfg.num_classes,
+        global_pool="token",
+        embed_dim=cfg.embed_dim,
+        depth=cfg.depth,
+        num_heads=cfg.num_heads,
+        mlp_ratio=cfg.mlp_hidden / cfg.embed_dim,
+        qkv_bias=cfg.qkv_bias,
+        class_token=True,
+        norm_layer=partial(nn.LayerNorm, eps=cfg.eps),
+    ).eval()
+
+
+def to_timm_state(state_dict: dict[str, torch.Tensor], depth: int) -> dict[str, torch.Tensor]:
+    """Reference layout -> timm: fuse query/key/value into ``qkv``, drop the decision heads."""
+    out = {}
+    for key, value in state_dict.items():
+        if any(part in key for part in ("select", "norm_policy", ".attn.query.", ".attn.key.", ".attn.value.")):
+            continue
+        out[key] = value
+    for i in range(depth):
+        for kind in ("weight", "bias"):
+            parts = [state_dict[f"blocks.{i}.attn.{n}.{kind}"] for n in ("query", "key", "value")]
+            out[f"blocks.{i}.attn.qkv.{kind}"] = torch.cat(parts, dim=0)
+    return out
+
+
+@pytest.fixture
+def timm_twin() -> Callable[[AdaViT], nn.Module]:
+    """``timm_twin(model)``: the timm ViT holding ``model``'s weights (strict load)."""
+
+    def twin(model: AdaViT) -> nn.Module:
+        vit = build_timm_vit(model.cfg)
+        vit.load_state_dict(to_timm_state(model.state_dict(), model.cfg.depth), strict=True)
+        return vit
+
+    return twin
+
+
+@pytest.fixture
+def make_timm_vit() -> Callable[..., nn.Module]:
+    """``make_timm_vit(seed=0, **arch)``: a random dense timm ViT (``SMALL_ARCH`` by default)."""
+
+    def make(seed: int = 0, **arch: Any) -> nn.Module:
+        torch.manual_seed(seed)
+        cfg = AdaViTConfig(**{**SMALL_ARCH, **arch})
+        vit = build_timm_vit(cfg)
+        # timm zero-inits biases and the head: randomise everything so a wrong split shows
+        with torch.no_grad():
+            for name, p in vit.named_parameters():
+                if name.endswith("bias") or name.startswith("head."):
+                    p.normal_(0, 0.05)
+        return vit
+
+    return make
+
+
+@pytest.fixture
+def images() -> Callable[..., torch.Tensor]:
+    """``images(cfg, batch=4, seed=0)``: a seeded random batch for ``cfg``."""
+
+    def make(cfg: AdaViTConfig, batch: int = 4, seed: int = 0) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(seed)
+        return torch.randn(batch, cfg.in_chans, cfg.img_size, cfg.img_size, generator=gen)
+
+    return make
