@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Iterator, Optional
 
+import numpy as np
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -108,6 +109,97 @@ def info(
     for key in ("kind", "parameters", "dense_gmacs"):
         table.add_row(key, str(report[key]))
     console.print(table)
+
+
+@app.command()
+def export(
+    checkpoint: Annotated[Path, typer.Argument(help="AdaViT checkpoint (reference format, bare state dict or dense DeiT).")],
+    out: Annotated[
+        Optional[Path], typer.Option("--out", "-o", help="Bundle directory [default: export/bundles/<checkpoint name>].")
+    ] = None,
+    opset: Annotated[int, typer.Option(help="ONNX opset (>= 17: LayerNormalization as one op).")] = 17,
+    max_batch: Annotated[int, typer.Option(help="Largest batch the bundle promises (TensorRT profiles use it).")] = 32,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing bundle directory.")] = False,
+    num_heads: NumHeads = None,
+    token_with_mlp: TokenWithMlp = None,
+    head_threshold: HeadThreshold = None,
+    layer_threshold: LayerThreshold = None,
+    token_threshold: TokenThreshold = None,
+) -> None:
+    """Trace the policy net, the pruned per-block graphs, stem, classifier and dense baseline to an ONNX bundle.
+
+    The bundle is written atomically with a manifest (config, sha256 of every
+    file, I/O signatures) and a parity report against the PyTorch model.
+    """
+    from .export import export_bundle
+
+    with _errors(), console.status("exporting") as status:
+        path = export_bundle(
+            checkpoint,
+            out,
+            opset=opset,
+            max_batch=max_batch,
+            overwrite=overwrite,
+            progress=lambda msg: status.update(f"exporting: {msg}"),
+            num_heads=num_heads,
+            token_with_mlp=token_with_mlp,
+            head_threshold=head_threshold,
+            layer_threshold=layer_threshold,
+            token_threshold=token_threshold,
+        )
+    from .bundle import read_manifest
+
+    parity = read_manifest(path, verify=False).parity
+    console.print(f"[green]bundle written:[/] {path}")
+    console.print(
+        f"parity vs PyTorch on {parity['samples']} samples: decisions {parity['decision_agreement']:.2%} equal, "
+        f"top-1 {parity['top1_agreement']:.2%}, max |logit diff| {parity['max_abs_logit_diff']:.2e}; "
+        f"mean {parity['mean_gmacs']:.3f} GMACs"
+    )
+
+
+@app.command()
+def infer(
+    bundle: Annotated[Path, typer.Argument(help="Bundle directory written by `export`.")],
+    inputs: Annotated[
+        list[Path], typer.Argument(help="Image files, or .npy/.npz arrays (key 'images') already normalised, NCHW.")
+    ],
+    output: Annotated[
+        Optional[Path],
+        typer.Option("--output", "-o", help="Write logits, head/layer/token_select and gmacs to this .npz."),
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Inputs per runtime call.")] = 16,
+    threads: Annotated[int, typer.Option(help="Intra-op threads (0: one per core).")] = 0,
+) -> None:
+    """Run the adaptive runtime: each input takes its own pruned path; prints the top-5 or writes --output."""
+    from .inputs import load_inputs
+    from .runtime import load_bundle
+
+    with _errors():
+        runtime = load_bundle(bundle, threads=threads)
+        images, labels = load_inputs(inputs, runtime.cfg)
+        result = runtime.infer(images, batch_size=batch_size)
+        if output:
+            result.save(output)
+            console.print(f"wrote {output}: {len(labels)} inputs, mean {result.gmacs.mean():.3f} GMACs")
+            return
+    names = _class_names(runtime.cfg.num_classes)
+    table = Table("input", "top-5 (probability)", "GMACs")
+    probs = np.exp(result.logits - result.logits.max(1, keepdims=True))
+    probs /= probs.sum(1, keepdims=True)
+    for label, p, g in zip(labels, probs, result.gmacs):
+        top = np.argsort(-p)[:5]
+        table.add_row(label, ", ".join(f"{names(i)} ({p[i]:.2f})" for i in top), f"{g:.3f}")
+    console.print(table)
+
+
+def _class_names(num_classes: int):
+    if num_classes == 1000:
+        from timm.data import ImageNetInfo
+
+        info = ImageNetInfo()
+        return lambda i: info.index_to_description(int(i)).split(",")[0]
+    return lambda i: f"class {int(i)}"
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ whose heads are all dropped adds its precomputed constants without a call.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import numpy as np
 from ..bundle import Manifest, read_manifest
 from ..cost import sample_gmacs
 from ..errors import InputError
-from .backends import Backend, get_backend
+from .backends import Backend, Runner, get_backend
 from .routing import gather, route, scatter
 
 
@@ -32,6 +33,14 @@ class RoutingStats:
     token_slots: int = 0
     padded_slots: int = 0
     paths: dict[str, int] = field(default_factory=dict)  # "block:stage:heads" -> samples
+
+    def merge(self, other: "RoutingStats") -> None:
+        self.calls += other.calls
+        self.constant_adds += other.constant_adds
+        self.token_slots += other.token_slots
+        self.padded_slots += other.padded_slots
+        for k, v in other.paths.items():
+            self.paths[k] = self.paths.get(k, 0) + v
 
     @property
     def padding_waste(self) -> float:
@@ -49,17 +58,39 @@ class InferResult:
     gmacs: np.ndarray
     routing: RoutingStats
 
+    DECISIONS = ("head_select", "layer_select", "token_select")
+
+    @classmethod
+    def concat(cls, parts: list["InferResult"]) -> "InferResult":
+        stats = RoutingStats()
+        for p in parts:
+            stats.merge(p.routing)
+        arrays = {k: np.concatenate([getattr(p, k) for p in parts]) for k in ("logits", *cls.DECISIONS, "gmacs")}
+        return cls(**arrays, routing=stats)
+
+    def save(self, path: str | Path) -> None:
+        """Write ``logits``, the decisions and ``gmacs`` to ``.npz``, atomically."""
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.partial")
+        with open(tmp, "wb") as f:
+            np.savez(f, logits=self.logits, gmacs=self.gmacs, **{k: getattr(self, k) for k in self.DECISIONS})
+        os.replace(tmp, path)
+
 
 class AdaptiveRuntime:
     """A loaded bundle: ``infer`` routes each input to its pruned path; ``dense`` runs the baseline."""
 
     def __init__(self, bundle: str | Path, manifest: Manifest, backend: Backend) -> None:
-        self.bundle, self.manifest, self.cfg = Path(bundle), manifest, manifest.model
-        self.runners = {
-            name: backend.runner(self.bundle, art) for name, art in manifest.artifacts.items() if art.file.endswith(".onnx")
-        }
+        self.bundle, self.manifest, self.cfg, self.backend = Path(bundle), manifest, manifest.model, backend
+        self._runners: dict[str, Runner] = {}
         with np.load(self.bundle / manifest.artifacts["constants"].file) as c:
             self.constants = {k: c[k] for k in c.files}
+
+    def runner(self, name: str) -> Runner:
+        """The runner of graph ``name``, created on first use (the dense graph costs nothing unless run)."""
+        if name not in self._runners:
+            self._runners[name] = self.backend.runner(self.bundle, self.manifest.artifacts[name], exclusive=name == "dense")
+        return self._runners[name]
 
     def check_images(self, images: np.ndarray) -> np.ndarray:
         cfg = self.cfg
@@ -75,12 +106,20 @@ class AdaptiveRuntime:
 
     def dense(self, images: np.ndarray) -> np.ndarray:
         """Logits of the dense baseline graph (every decision on)."""
-        return self.runners["dense"](images=self.check_images(images))["logits"]
+        return self.runner("dense")(images=self.check_images(images))["logits"]
 
-    def infer(self, images: np.ndarray) -> InferResult:
-        cfg = self.cfg
+    def infer(self, images: np.ndarray, batch_size: int | None = None) -> InferResult:
+        """Logits, decisions and GMACs per sample; ``batch_size`` splits large inputs."""
         images = self.check_images(images)
-        x = self.runners["stem"](images=images)["tokens"]
+        if batch_size is None or batch_size >= len(images):
+            return self._infer_batch(images)
+        if batch_size < 1:
+            raise InputError(f"batch size must be >= 1, got {batch_size}")
+        return InferResult.concat([self._infer_batch(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
+
+    def _infer_batch(self, images: np.ndarray) -> InferResult:
+        cfg = self.cfg
+        x = self.runner("stem")(images=images)["tokens"]
         B, N, _ = x.shape
         stats = RoutingStats()
         record = {"layer": [], "heads": [], "tokens": []}
@@ -92,7 +131,7 @@ class AdaptiveRuntime:
             self._stage(block, "attn", x, layer[:, 0], heads, tokens, stats)
             ffn_tokens = tokens if cfg.token_with_mlp else np.ones_like(tokens)
             self._stage(block, "mlp", x, layer[:, 1], heads, ffn_tokens, stats)
-        logits = self.runners["head"](cls=np.ascontiguousarray(x[:, 0]))["logits"]
+        logits = self.runner("head")(cls=np.ascontiguousarray(x[:, 0]))["logits"]
 
         def stack(blocks: tuple[int, ...], key: str, width: int) -> np.ndarray:
             if not blocks:
@@ -107,7 +146,8 @@ class AdaptiveRuntime:
     def _decide(self, block: int, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Stage 1: (B,2) sub-layers, (B,H) heads, (B,N) tokens, all bool."""
         B, N, _ = x.shape
-        out = self.runners[f"policy_{block}"](x=x) if f"policy_{block}" in self.runners else {}
+        policy = f"policy_{block}"
+        out = self.runner(policy)(x=x) if policy in self.manifest.artifacts else {}
         layer = out.get("layer", np.ones((B, 2), bool))
         heads = out.get("heads", np.ones((B, self.cfg.num_heads), bool))
         patches = out.get("patches")
@@ -122,7 +162,7 @@ class AdaptiveRuntime:
         for s in np.flatnonzero(active & none_kept):
             x[s, tokens[s]] += self.constants[f"{stage}_{block}"]
             stats.constant_adds += 1
-        runner = self.runners[f"{stage}_{block}"]
+        runner = self.runner(f"{stage}_{block}")
         for group in route(active & ~none_kept, heads, tokens):
             xg, key_bias = gather(x, group)
             feed = {"x": xg}
