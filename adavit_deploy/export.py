@@ -57,8 +57,8 @@ def _graphs(model: AdaViT) -> list[tuple[str, torch.nn.Module, dict[str, torch.T
         if i in cfg.token_select:
             attn_in["key_bias"] = torch.zeros(B, N)
             attn_axes["key_bias"] = {0: "batch", 1: "tokens"}
-        graphs.append((f"attn_{i}", PrunedAttention(block, select), attn_in, ["y"], attn_axes))
-        graphs.append((f"mlp_{i}", PrunedMlp(block, select), {"x": x, **head_in}, ["y"], {**tokens_axes, **head_axes}))
+        graphs.append((f"attn_{i}", PrunedAttention(block), attn_in, ["y"], attn_axes))
+        graphs.append((f"mlp_{i}", PrunedMlp(block), {"x": x, **head_in}, ["y"], {**tokens_axes, **head_axes}))
     graphs.append(("head", Classifier(model), {"cls": x[:, 0]}, ["logits"], {"cls": {0: "batch"}, "logits": {0: "batch"}}))
     graphs.append(("dense", DenseViT(model), {"images": images}, ["logits"], {"images": {0: "batch"}, "logits": {0: "batch"}}))
     return graphs

@@ -50,13 +50,13 @@ def time_engine(fn, images: np.ndarray, iterations: int) -> list[float]:
 
 
 def peak_rss_mib(bundle: Path, engine: str, batch: int, threads: int) -> float:
-    """Run one engine alone in a child process and report its peak RSS."""
+    """Run one engine alone in a fresh child process; its VmHWM (ru_maxrss would inherit ours)."""
     code = (
-        "import sys, resource, numpy as np; from adavit_deploy.runtime import load_bundle;"
+        "import numpy as np; from adavit_deploy.runtime import load_bundle;"
         f"rt = load_bundle({str(bundle)!r}, threads={threads});"
         f"x = np.random.default_rng(0).standard_normal(({batch}, 3, 224, 224), dtype=np.float32);"
         f"[rt.{'infer' if engine == 'adaptive' else 'dense'}(x) for _ in range(3)];"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
+        "print([int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM')][0] / 1024)"
     )
     return float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
 

@@ -7,6 +7,7 @@ import this module).
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -29,6 +30,12 @@ SMALL_ARCH: dict[str, Any] = dict(
 )
 
 SHARED_DIR = Path(__file__).resolve().parents[2] / "shared"
+
+# The test models are tiny: one intra-op thread is as fast, and on a shared
+# 2-core machine torch's spinning thread pool makes the suite 4x slower under
+# any other load. An explicit OMP_NUM_THREADS still wins.
+if "OMP_NUM_THREADS" not in os.environ:
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

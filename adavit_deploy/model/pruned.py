@@ -64,76 +64,55 @@ class Policy(nn.Module):
         return tuple(out)
 
 
-def _by_head(weight: torch.Tensor, num_heads: int) -> torch.Tensor:
-    """(out, in) Linear weight -> (in, H, d) so kept heads' output columns gather on axis 1."""
-    return weight.t().reshape(weight.shape[1], num_heads, -1).contiguous()
+def _kept_rows(w: torch.Tensor, heads: torch.Tensor | None) -> torch.Tensor:
+    """(H, d, out) -> (k*d, out): the weight rows fed by the kept heads' channels."""
+    if heads is not None:
+        w = w.index_select(0, heads)
+    return w.reshape(-1, w.shape[-1])
 
 
-class _HeadGather(nn.Module):
-    """Shared by attention and MLP: select the kept heads' columns / rows."""
-
-    def __init__(self, block: AdaBlock, select_heads: bool) -> None:
-        super().__init__()
-        self.num_heads = block.num_heads
-        self.select_heads = select_heads
-
-    def cols(self, w: torch.Tensor, heads: torch.Tensor | None) -> torch.Tensor:
-        """(in, H, d) -> (in, k*d): output channels of the kept heads."""
-        if heads is not None:
-            w = w.index_select(1, heads)
-        return w.reshape(w.shape[0], -1)
-
-    def rows(self, w: torch.Tensor, heads: torch.Tensor | None) -> torch.Tensor:
-        """(H, d, out) -> (k*d, out): input channels of the kept heads."""
-        if heads is not None:
-            w = w.index_select(0, heads)
-        return w.reshape(-1, w.shape[-1])
-
-
-class PrunedAttention(_HeadGather):
+class PrunedAttention(nn.Module):
     """``x + MSA(norm1(x))`` on kept tokens ``x`` (G,K,C) and kept ``heads`` (k,).
 
+    q, k and v weights are stacked so the kept heads' rows of all three are
+    gathered at once and projected by one MatMul.
     ``key_bias`` (G,K) is 0 for real tokens and -inf for padding, so groups of
     samples with different token counts share one call exactly.
     """
 
-    def __init__(self, block: AdaBlock, select_heads: bool) -> None:
-        super().__init__(block, select_heads)
+    def __init__(self, block: AdaBlock) -> None:
+        super().__init__()
         a, H = block.attn, block.num_heads
+        C = a.proj.weight.shape[0]
         self.norm1 = block.norm1
         self.scale = a.scale
-        self.register_buffer("wq", _by_head(a.query.weight.detach(), H))
-        self.register_buffer("wk", _by_head(a.key.weight.detach(), H))
-        self.register_buffer("wv", _by_head(a.value.weight.detach(), H))
-        self.register_buffer("bq", a.query.bias.detach().reshape(H, -1))
-        self.register_buffer("bk", a.key.bias.detach().reshape(H, -1))
-        self.register_buffer("bv", a.value.bias.detach().reshape(H, -1))
-        self.register_buffer("wp", a.proj.weight.detach().t().reshape(H, -1, a.proj.weight.shape[0]).contiguous())
+        lins = (a.query, a.key, a.value)
+        # (3, H, d, C): the kept heads' rows are contiguous blocks, a cheap gather
+        self.register_buffer("wqkv", torch.stack([l.weight.detach().reshape(H, -1, C) for l in lins]))
+        self.register_buffer("bqkv", torch.stack([l.bias.detach().reshape(H, -1) for l in lins]))
+        self.register_buffer("wp", a.proj.weight.detach().t().reshape(H, -1, C).contiguous())
         self.register_buffer("bp", a.proj.bias.detach())
-
-    def _bias(self, b: torch.Tensor, heads: torch.Tensor | None) -> torch.Tensor:
-        return (b if heads is None else b.index_select(0, heads)).reshape(-1)
 
     def forward(self, x: torch.Tensor, heads: torch.Tensor | None = None, key_bias: torch.Tensor | None = None) -> torch.Tensor:
         G, K, C = x.shape
-        y = self.norm1(x)
-        d = self.wq.shape[-1]
-        q, k, v = (
-            (y @ self.cols(w, heads) + self._bias(b, heads)).reshape(G, K, -1, d).transpose(1, 2)
-            for w, b in ((self.wq, self.bq), (self.wk, self.bk), (self.wv, self.bv))
-        )
+        w, b = self.wqkv, self.bqkv
+        if heads is not None:
+            w, b = w.index_select(1, heads), b.index_select(1, heads)
+        d = w.shape[2]
+        qkv = self.norm1(x) @ w.reshape(-1, C).t() + b.reshape(-1)
+        q, k, v = qkv.reshape(G, K, 3, -1, d).permute(2, 0, 3, 1, 4)
         scores = (q @ k.transpose(-2, -1)) * self.scale
         if key_bias is not None:
             scores = scores + key_bias[:, None, None, :]
         out = (scores.softmax(dim=-1) @ v).transpose(1, 2).reshape(G, K, -1)
-        return x + out @ self.rows(self.wp, heads) + self.bp
+        return x + out @ _kept_rows(self.wp, heads) + self.bp
 
 
-class PrunedMlp(_HeadGather):
+class PrunedMlp(nn.Module):
     """``x + FFN(norm2(x))`` where fc1 sees only the kept heads' channels."""
 
-    def __init__(self, block: AdaBlock, select_heads: bool) -> None:
-        super().__init__(block, select_heads)
+    def __init__(self, block: AdaBlock) -> None:
+        super().__init__()
         m, H = block.mlp, block.num_heads
         self.norm2 = block.norm2
         self.register_buffer("w1", m.fc1.weight.detach().t().reshape(H, -1, m.fc1.weight.shape[0]).contiguous())
@@ -144,9 +123,8 @@ class PrunedMlp(_HeadGather):
     def forward(self, x: torch.Tensor, heads: torch.Tensor | None = None) -> torch.Tensor:
         z = self.norm2(x)
         if heads is not None:
-            d = self.w1.shape[1]
-            z = z.reshape(*z.shape[:-1], self.num_heads, d).index_select(-2, heads).flatten(-2)
-        return x + self.fc2(self.act(z @ self.rows(self.w1, heads) + self.b1))
+            z = z.reshape(*z.shape[:-1], *self.w1.shape[:2]).index_select(-2, heads).flatten(-2)
+        return x + self.fc2(self.act(z @ _kept_rows(self.w1, heads) + self.b1))
 
 
 class Classifier(nn.Module):
@@ -164,8 +142,8 @@ class DenseViT(nn.Module):
     def __init__(self, model: AdaViT) -> None:
         super().__init__()
         self.stem = Stem(model)
-        self.attn = nn.ModuleList(PrunedAttention(b, False) for b in model.blocks)
-        self.mlp = nn.ModuleList(PrunedMlp(b, False) for b in model.blocks)
+        self.attn = nn.ModuleList(PrunedAttention(b) for b in model.blocks)
+        self.mlp = nn.ModuleList(PrunedMlp(b) for b in model.blocks)
         self.classifier = Classifier(model)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

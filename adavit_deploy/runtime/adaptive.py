@@ -89,7 +89,7 @@ class AdaptiveRuntime:
     def runner(self, name: str) -> Runner:
         """The runner of graph ``name``, created on first use (the dense graph costs nothing unless run)."""
         if name not in self._runners:
-            self._runners[name] = self.backend.runner(self.bundle, self.manifest.artifacts[name], exclusive=name == "dense")
+            self._runners[name] = self.backend.runner(self.bundle, self.manifest.artifacts[name])
         return self._runners[name]
 
     def check_images(self, images: np.ndarray) -> np.ndarray:

@@ -66,6 +66,9 @@ def _group(samples: list[int], heads: np.ndarray, tokens: np.ndarray) -> Group:
 
 def gather(x: np.ndarray, group: Group) -> tuple[np.ndarray, np.ndarray]:
     """Kept tokens of the group's samples as ``(G, K, C)`` plus the key bias ``(G, K)``."""
+    if len(group.samples) == 1:  # the common case at small batch: no padding, one fancy index
+        t = group.tokens[0]
+        return x[group.samples[0], t][None], np.zeros((1, len(t)), np.float32)
     G, K, C = len(group.samples), group.width, x.shape[-1]
     out = np.zeros((G, K, C), dtype=x.dtype)
     bias = np.full((G, K), -np.inf, dtype=np.float32)

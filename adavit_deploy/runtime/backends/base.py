@@ -38,5 +38,5 @@ class Backend(ABC):
     name: str
 
     @abstractmethod
-    def runner(self, bundle: Path, artifact: Artifact, exclusive: bool = False) -> Runner:
-        """A runner for one graph; ``exclusive``: it runs alone (one call per batch), not interleaved."""
+    def runner(self, bundle: Path, artifact: Artifact) -> Runner:
+        """A runner for one graph of the bundle."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -31,34 +32,43 @@ class OrtRunner(Runner):
 
 
 class OrtBackend(Backend):
-    """``threads`` sets intra-op threads (0 = ORT's default: one per core).
+    """Sessions that share one process-wide intra-op thread pool of ``threads`` workers.
 
-    Each session owns a thread pool whose workers spin after a run. The
-    adaptive runtime alternates between dozens of small sessions, so spinning
-    pools starve the one that runs next (measured: 735 ms vs 80 ms per DeiT-S
-    image): spinning is off except for graphs that run alone (``exclusive``).
+    The adaptive runtime alternates between dozens of small sessions. With a
+    pool per session, each pool's workers spin after its run and starve the
+    next session's (measured on Ada-DeiT-S, batch 1, 2 cores: 735 ms vs 60 ms
+    per image); with spinning off, every op pays a wake-up (1.3x vs dense at
+    batch 1). One shared, spinning pool gives 1.5x: all graphs, the dense
+    baseline included, run on the same workers. ``threads=0``: one per core.
     """
 
     name = "ort"
+    _pool_threads: int | None = None  # ORT sizes the global pool once per process
 
     def __init__(self, threads: int = 0, providers: list[str] | None = None) -> None:
         ort = _onnxruntime()
+        threads = threads or os.cpu_count() or 1
+        if OrtBackend._pool_threads is None:
+            ort.set_default_logger_severity(3)
+            ort.capi._pybind_state.set_global_thread_pool_sizes(threads, 1)
+            OrtBackend._pool_threads = threads
+        elif OrtBackend._pool_threads != threads:
+            raise BackendError(
+                f"ONNX Runtime's thread pool is already sized to {OrtBackend._pool_threads} threads in this process; "
+                f"cannot switch to {threads}"
+            )
         self.threads = threads
         self.providers = providers or ["CPUExecutionProvider"]
         missing = set(self.providers) - set(ort.get_available_providers())
         if missing:
             raise BackendError(f"ONNX Runtime here lacks {sorted(missing)}: install onnxruntime-gpu for CUDA")
-        self.options = {spin: self._options(ort, spin) for spin in (False, True)}
+        self.options = ort.SessionOptions()
+        self.options.use_per_session_threads = False
+        # one arena per session would hold each graph's largest activations at
+        # once (4.4x the dense graph's peak RSS at batch 16): malloc instead
+        self.options.enable_cpu_mem_arena = False
+        self.options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        self.options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
 
-    def _options(self, ort, spin: bool):
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = self.threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3
-        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
-        return options
-
-    def runner(self, bundle: Path, artifact: Artifact, exclusive: bool = False) -> Runner:
-        return OrtRunner(bundle / artifact.file, artifact, self.options[exclusive], self.providers)
+    def runner(self, bundle: Path, artifact: Artifact) -> Runner:
+        return OrtRunner(bundle / artifact.file, artifact, self.options, self.providers)

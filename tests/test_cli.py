@@ -1,0 +1,193 @@
+"""The ``adavit-deploy`` command line: ``info``, error handling, help, entry point."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from adavit_deploy.cli import app
+from adavit_deploy.errors import CheckpointError
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+@pytest.fixture
+def tiny_full(fixtures_dir) -> Path:
+    return fixtures_dir / "tiny_full.pth.tar"
+
+
+class _Evil:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch '{self.marker}'",))
+
+
+def test_info_json(runner, tiny_full):
+    result = runner.invoke(app, ["info", str(tiny_full), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    arch = report["architecture"]
+    assert (arch["embed_dim"], arch["depth"], arch["num_heads"]) == (96, 6, 3)
+    assert (arch["patch_size"], arch["img_size"], arch["num_classes"], arch["num_tokens"]) == (8, 64, 10, 65)
+    assert report["kind"] == "reference"
+    expected = {
+        "ada_head": True,
+        "ada_layer": True,
+        "ada_token": True,
+        "ada_token_with_mlp": True,
+        "keep_layers": 1,
+        "ada_token_start_layer": 0,
+        "norm_policy": False,
+    }
+    assert report["flags"] == expected
+    # ... which is what the reference wrote into the checkpoint's own args
+    args = vars(torch.load(tiny_full, map_location="cpu", weights_only=False)["args"])
+    assert {k: args[k] for k in expected} == report["flags"]
+    assert report["checkpoint_args"]["ada_token_with_mlp"] is True
+    assert report["thresholds"] == {"head": 0.5, "layer": 0.5, "token": 0.6}
+    assert report["decision_blocks"]["token_select"] == [0, 1, 2, 3, 4, 5]
+    assert report["decision_blocks"]["head_select"] == [1, 2, 3, 4, 5]
+    assert report["parameters"] > 0 and report["dense_gmacs"] > 0
+
+
+def test_info_json_other_fixtures(runner, fixtures_dir):
+    result = runner.invoke(app, ["info", str(fixtures_dir / "tiny_attn_tokens_normpolicy.pth.tar"), "--json"])
+    assert result.exit_code == 0, result.output
+    flags = json.loads(result.stdout)["flags"]
+    assert flags == {
+        "ada_head": True,
+        "ada_layer": True,
+        "ada_token": True,
+        "ada_token_with_mlp": False,
+        "keep_layers": 2,
+        "ada_token_start_layer": 1,
+        "norm_policy": True,
+    }
+    result = runner.invoke(app, ["info", str(fixtures_dir / "tiny_heads_only.pth.tar"), "--json"])
+    flags = json.loads(result.stdout)["flags"]
+    assert (flags["ada_head"], flags["ada_layer"], flags["ada_token"], flags["keep_layers"]) == (True, False, False, 1)
+
+
+def test_info_table(runner, tiny_full):
+    result = runner.invoke(app, ["info", str(tiny_full)])
+    assert result.exit_code == 0, result.output
+    assert "embed_dim" in result.output
+    assert "ada_token_with_mlp" in result.output
+    assert "reference" in result.output
+
+
+def test_info_overrides(runner, make_checkpoint):
+    path = make_checkpoint()
+    result = runner.invoke(app, ["info", str(path), "--json", "--token-threshold", "0.7", "--no-token-with-mlp"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["thresholds"]["token"] == 0.7
+    assert report["flags"]["ada_token_with_mlp"] is False
+    assert report["architecture"]["embed_dim"] == 48
+
+
+def _bad_files(tmp_path: Path, real: Path) -> dict[str, Path]:
+    truncated = tmp_path / "truncated.pth"
+    truncated.write_bytes(real.read_bytes()[:1000])
+    text = tmp_path / "notes.txt"
+    text.write_text("not\na checkpoint\n")
+    evil = tmp_path / "evil.pth"
+    torch.save({"state_dict": {}, "x": _Evil(tmp_path / "pwned")}, evil)
+    return {"truncated": truncated, "text": text, "malicious": evil, "missing": tmp_path / "missing.pth"}
+
+
+@pytest.mark.parametrize("which", ["truncated", "text", "malicious", "missing"])
+def test_errors_are_one_line(runner, tmp_path, make_checkpoint, which):
+    path = _bad_files(tmp_path, make_checkpoint())[which]
+    result = runner.invoke(app, ["info", str(path)])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1, result.output
+    assert lines[0].startswith("error:")
+    assert path.name in lines[0]
+    assert "Traceback" not in result.output
+    assert result.stdout == ""  # the error goes to stderr
+    assert not (tmp_path / "pwned").exists()
+    if which == "malicious":
+        assert "refused" in lines[0]
+
+
+@pytest.mark.parametrize("which", ["truncated", "text", "malicious"])
+def test_debug_propagates_the_exception(runner, tmp_path, make_checkpoint, which):
+    path = _bad_files(tmp_path, make_checkpoint())[which]
+    result = runner.invoke(app, ["--debug", "info", str(path)])
+    assert result.exit_code != 0
+    assert isinstance(result.exception, CheckpointError)
+    assert not (tmp_path / "pwned").exists()
+    # --debug does not stick to later invocations
+    assert runner.invoke(app, ["info", str(path)]).exit_code == 1
+
+
+def test_config_error_is_one_line(runner, tmp_path, make_model):
+    path = tmp_path / "bare.pth"
+    torch.save(make_model().state_dict(), path)  # selects tokens, no args
+    result = runner.invoke(app, ["info", str(path)])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and "--token-with-mlp" in lines[0]
+    assert runner.invoke(app, ["info", str(path), "--token-with-mlp"]).exit_code == 0
+
+
+@pytest.mark.parametrize("name", ["model[v2].pth", "[bold]x.pth"])
+def test_error_message_is_not_rich_markup(runner, tmp_path, name):
+    """Brackets in a path are printed as they are, not eaten as styles."""
+    path = tmp_path / name
+    result = runner.invoke(app, ["info", str(path)])
+    assert result.exit_code == 1
+    assert str(path) in result.output
+
+
+def test_markup_like_path_does_not_crash(runner, tmp_path):
+    path = tmp_path / "a[" / "x]" / "m.pth"  # the message holds "[/x]", a rich closing tag
+    result = runner.invoke(app, ["info", str(path)])
+    assert result.exit_code == 1
+    assert result.output.startswith("error:") and str(path) in result.output
+
+
+def test_help(runner):
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    assert "Export AdaViT checkpoints" in result.output
+    assert "info" in result.output and "--debug" in result.output
+    result = runner.invoke(app, ["info", "--help"])
+    assert result.exit_code == 0
+    assert "Show the architecture, decision flags" in result.output
+    for option in ("--json", "--num-heads", "--token-with-mlp", "--token-threshold"):
+        assert option in result.output
+
+
+def test_version(runner):
+    from adavit_deploy import __version__
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert __version__ in result.output
+
+
+def test_console_script(tiny_full):
+    script = shutil.which("adavit-deploy", path=str(Path(sys.executable).parent)) or shutil.which("adavit-deploy")
+    assert script, "the adavit-deploy entry point is not installed"
+    proc = subprocess.run([script, "info", str(tiny_full), "--json"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["architecture"]["embed_dim"] == 96
+    assert report["flags"]["ada_token_with_mlp"] is True
+

@@ -1,0 +1,108 @@
+"""The two-stage runtime: exactness against the reference and the PyTorch model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from adavit_deploy.cost import dense_gmacs
+from adavit_deploy.errors import InputError
+from adavit_deploy.export import export_bundle
+from adavit_deploy.model import load_model
+from adavit_deploy.runtime import load_bundle
+
+
+@pytest.fixture
+def reference_runtime(reference_case, tmp_path):
+    return load_bundle(export_bundle(reference_case.checkpoint, tmp_path / "bundle"))
+
+
+@pytest.mark.parametrize("batch", [8, 1])
+def test_matches_reference_fixtures(reference_case, reference_runtime, batch):
+    """Same decisions exactly, logits within 1e-4, whole batch and one at a time."""
+    res = reference_runtime.infer(reference_case.images, batch_size=batch)
+    np.testing.assert_allclose(res.logits, reference_case.logits, atol=1e-4)
+    for key, want in reference_case.decisions.items():
+        np.testing.assert_array_equal(getattr(res, key), want, err_msg=key)
+    assert res.logits.shape == (8, 10)
+
+
+def test_all_heads_dropped_edge_case_is_exercised(load_reference_case, tmp_path):
+    case = load_reference_case("tiny_attn_tokens_normpolicy")
+    rt = load_bundle(export_bundle(case.checkpoint, tmp_path / "b"))
+    res = rt.infer(case.images)
+    assert res.routing.constant_adds > 0  # blocks with every head dropped ran no graph
+    np.testing.assert_allclose(res.logits, case.logits, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        {},
+        {"ada_token_with_mlp": False},
+        {"keep_layers": 2, "ada_token_start_layer": 1, "norm_policy": True},
+        {"ada_head": False},
+        {"ada_token": False},
+        {"ada_layer": False, "ada_head": False},
+    ],
+    ids=["full", "tokens-msa-only", "keep2-normpolicy", "no-heads", "no-tokens", "tokens-only"],
+)
+def test_matches_pytorch_model_for_every_layout(make_checkpoint, images, tmp_path, flags):
+    ckpt = make_checkpoint(**flags)
+    model, _ = load_model(ckpt)
+    rt = load_bundle(export_bundle(ckpt, tmp_path / "b"))
+    x = images(model.cfg, batch=6, seed=5)
+    with torch.no_grad():
+        ref = model(x)
+    res = rt.infer(x.numpy())
+    np.testing.assert_allclose(res.logits, ref.logits.numpy(), atol=1e-4)
+    for key in ("head_select", "layer_select", "token_select"):
+        np.testing.assert_array_equal(getattr(res, key), getattr(ref, key).numpy(), err_msg=key)
+    assert res.gmacs.shape == (6,)
+    assert np.all(res.gmacs <= dense_gmacs(model.cfg) + 1e-9)
+
+
+def test_groups_pad_and_route_exactly(make_checkpoint, images, tmp_path):
+    """A batch with mixed paths runs fewer calls than one per sample and stays exact."""
+    ckpt = make_checkpoint(ada_head=False, ada_layer=False)  # only tokens vary: one head set
+    model, _ = load_model(ckpt)
+    rt = load_bundle(export_bundle(ckpt, tmp_path / "b"))
+    x = images(model.cfg, batch=16, seed=1)
+    res = rt.infer(x.numpy())
+    assert res.routing.calls < 16 * 2 * model.cfg.depth
+    with torch.no_grad():
+        np.testing.assert_allclose(res.logits, model(x).logits.numpy(), atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "shape, dtype",
+    [((2, 3, 16, 16), np.float32), ((2, 1, 32, 32), np.float32), ((3, 32, 32), np.float32), ((2, 3, 32, 32), np.int64)],
+)
+def test_bad_images_are_refused(make_checkpoint, tmp_path, shape, dtype):
+    rt = load_bundle(export_bundle(make_checkpoint(), tmp_path / "b"))
+    with pytest.raises(InputError, match=r"images must be float NCHW of shape \(B, 3, 32, 32\)"):
+        rt.infer(np.zeros(shape, dtype))
+
+
+def test_ada_deit_s_shape_at_half_gmacs(tmp_path):
+    """224 px, 12 blocks, 6 heads, 1000 classes, decisions keeping ~50% GMACs: exact."""
+    from adavit_deploy.config import preset
+    from adavit_deploy.synthetic import random_checkpoint
+
+    torch.set_num_threads(2)
+    cfg = preset("ada-deit-s")
+    ckpt = random_checkpoint(cfg, tmp_path / "deit-s.pth", target=0.5)
+    model, _ = load_model(ckpt)
+    rt = load_bundle(export_bundle(ckpt, tmp_path / "b"))
+    x = np.random.default_rng(7).standard_normal((8, 3, 224, 224), dtype=np.float32)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x))
+    for batch in (8, 1):
+        res = rt.infer(x, batch_size=batch)
+        np.testing.assert_allclose(res.logits, ref.logits.numpy(), atol=1e-4)
+        for key in ("head_select", "layer_select", "token_select"):
+            np.testing.assert_array_equal(getattr(res, key), getattr(ref, key).numpy(), err_msg=key)
+    ratio = res.gmacs.mean() / dense_gmacs(cfg)
+    assert 0.35 < ratio < 0.65, ratio
+    assert len(set(map(tuple, res.head_select.reshape(8, -1).astype(int)))) > 1  # decisions depend on the input
