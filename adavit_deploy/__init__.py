@@ -1,8 +1,9 @@
 """adavit-deploy: exact, fast deployment of AdaViT checkpoints."""
 
-from .config import AdaViTConfig, Thresholds, preset
-from .errors import AdaViTDeployError
-
 __version__ = "0.1.0"
 
-__all__ = ["AdaViTConfig", "AdaViTDeployError", "Thresholds", "__version__", "preset"]
+from .config import AdaViTConfig, Thresholds, preset  # noqa: E402
+from .errors import AdaViTDeployError  # noqa: E402
+from .runtime import load_bundle  # noqa: E402
+
+__all__ = ["AdaViTConfig", "AdaViTDeployError", "Thresholds", "__version__", "load_bundle", "preset"]

@@ -113,7 +113,13 @@ def info(
 
 @app.command()
 def export(
-    checkpoint: Annotated[Path, typer.Argument(help="AdaViT checkpoint (reference format, bare state dict or dense DeiT).")],
+    checkpoint: Annotated[
+        Optional[Path],
+        typer.Argument(
+            help="AdaViT checkpoint (reference format, bare state dict or dense DeiT). "
+            "Default: the embedded random-weight Ada-DeiT-T at 50% GMACs."
+        ),
+    ] = None,
     out: Annotated[
         Optional[Path], typer.Option("--out", "-o", help="Bundle directory [default: export/bundles/<checkpoint name>].")
     ] = None,
@@ -131,9 +137,13 @@ def export(
     The bundle is written atomically with a manifest (config, sha256 of every
     file, I/O signatures) and a parity report against the PyTorch model.
     """
-    from .export import export_bundle
+    from .export import DEFAULT_OUT, export_bundle
+    from .synthetic import EMBEDDED_DEFAULT, embedded_checkpoint
 
     with _errors(), console.status("exporting") as status:
+        if checkpoint is None:
+            status.update(f"exporting: creating the embedded default ({EMBEDDED_DEFAULT}, random weights)")
+            checkpoint = embedded_checkpoint(DEFAULT_OUT)
         path = export_bundle(
             checkpoint,
             out,
@@ -148,13 +158,15 @@ def export(
             token_threshold=token_threshold,
         )
     from .bundle import read_manifest
+    from .cost import dense_gmacs
 
-    parity = read_manifest(path, verify=False).parity
+    manifest = read_manifest(path, verify=False)
+    parity, dense = manifest.parity, dense_gmacs(manifest.model)
     console.print(f"[green]bundle written:[/] {path}")
     console.print(
         f"parity vs PyTorch on {parity['samples']} samples: decisions {parity['decision_agreement']:.2%} equal, "
         f"top-1 {parity['top1_agreement']:.2%}, max |logit diff| {parity['max_abs_logit_diff']:.2e}; "
-        f"mean {parity['mean_gmacs']:.3f} GMACs"
+        f"mean {parity['mean_gmacs']:.3f} GMACs ({parity['mean_gmacs'] / dense:.0%} of dense {dense:.3f})"
     )
 
 

@@ -65,7 +65,9 @@ def _first_sentence(e: Exception) -> str:
     text = " ".join(str(e).split()) or type(e).__name__
     text = text.split("Check the documentation of torch.load")[0]
     text = text.split(" from a trusted source. ")[-1].split("WeightsUnpickler error: ")[-1]
-    return text.split(". ")[0].strip().rstrip(".")
+    text = text.split(". ")[0].strip().rstrip(".")
+    # a bare key or opcode number (e.g. "101") says nothing to a user
+    return "neither a zip archive nor a pickle" if text.isdigit() or isinstance(e, KeyError) else text
 
 
 def _unwrap(path: Path, obj: Any) -> Checkpoint:

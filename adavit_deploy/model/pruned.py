@@ -87,9 +87,10 @@ class PrunedAttention(nn.Module):
         self.norm1 = block.norm1
         self.scale = a.scale
         lins = (a.query, a.key, a.value)
-        # (3, H, d, C): the kept heads' rows are contiguous blocks, a cheap gather
-        self.register_buffer("wqkv", torch.stack([l.weight.detach().reshape(H, -1, C) for l in lins]))
-        self.register_buffer("bqkv", torch.stack([l.bias.detach().reshape(H, -1) for l in lins]))
+        # (H, 3, d, C): each head's q/k/v rows are one contiguous block, so the
+        # gather is k memcpys (heads on axis 1 made it a quarter of the call)
+        self.register_buffer("wqkv", torch.stack([l.weight.detach().reshape(H, -1, C) for l in lins], 1).contiguous())
+        self.register_buffer("bqkv", torch.stack([l.bias.detach().reshape(H, -1) for l in lins], 1).contiguous())
         self.register_buffer("wp", a.proj.weight.detach().t().reshape(H, -1, C).contiguous())
         self.register_buffer("bp", a.proj.bias.detach())
 
@@ -97,10 +98,10 @@ class PrunedAttention(nn.Module):
         G, K, C = x.shape
         w, b = self.wqkv, self.bqkv
         if heads is not None:
-            w, b = w.index_select(1, heads), b.index_select(1, heads)
+            w, b = w.index_select(0, heads), b.index_select(0, heads)
         d = w.shape[2]
         qkv = self.norm1(x) @ w.reshape(-1, C).t() + b.reshape(-1)
-        q, k, v = qkv.reshape(G, K, 3, -1, d).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.reshape(G, K, -1, 3, d).permute(3, 0, 2, 1, 4)
         scores = (q @ k.transpose(-2, -1)) * self.scale
         if key_bias is not None:
             scores = scores + key_bias[:, None, None, :]
