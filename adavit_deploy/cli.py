@@ -205,6 +205,24 @@ def infer(
     console.print(table)
 
 
+@app.command()
+def inspect(
+    bundle: Annotated[Path, typer.Argument(help="Bundle directory written by `export`.")],
+    images: Annotated[list[Path], typer.Argument(help="Image files or .npy/.npz arrays to explain.")],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="PNG to write; with several images, one file per image named after it.")
+    ] = Path("policy.png"),
+    threads: Annotated[int, typer.Option(help="Intra-op threads (0: one per core).")] = 0,
+) -> None:
+    """Draw, per block, the patches kept, the heads and sub-layers that ran, and the GMACs of each image."""
+    from .visualize import inspect_bundle
+
+    with _errors():
+        paths = inspect_bundle(bundle, images, out, threads=threads)
+    for path in paths:
+        console.print(f"wrote {path}")
+
+
 def _class_names(num_classes: int):
     if num_classes == 1000:
         from timm.data import ImageNetInfo

@@ -16,15 +16,16 @@ import numpy as np
 from .config import AdaViTConfig
 
 
-def block_macs(cfg: AdaViTConfig, tokens: np.ndarray, heads: np.ndarray, attn_on: np.ndarray, mlp_on: np.ndarray) -> np.ndarray:
-    """MACs of one block; arguments broadcast (per sample arrays or scalars)."""
+def block_macs(cfg: AdaViTConfig, tokens, heads, attn_on, mlp_on):
+    """MACs of one block. Arguments broadcast: scalars, numpy arrays or torch
+    tensors (the demo model's training differentiates through this)."""
     C, M, N = cfg.embed_dim, cfg.mlp_hidden, cfg.num_tokens
-    K = np.asarray(tokens, dtype=np.float64)
-    kd = np.asarray(heads, dtype=np.float64) * cfg.head_dim
+    K = tokens * 1.0
+    kd = heads * float(cfg.head_dim)
     msa = 3 * K * C * kd + 2 * K * K * kd + K * kd * C
-    k_ffn = K if cfg.token_with_mlp else np.full_like(K, N)
-    ffn = np.where(kd > 0, k_ffn * kd * M + k_ffn * M * C, 0.0)
-    return np.asarray(attn_on) * msa + np.asarray(mlp_on) * ffn
+    k_ffn = K if cfg.token_with_mlp else K * 0 + N
+    ffn = (k_ffn * kd * M + k_ffn * M * C) * (kd > 0)
+    return attn_on * msa + mlp_on * ffn
 
 
 def fixed_macs(cfg: AdaViTConfig) -> float:
@@ -35,17 +36,21 @@ def fixed_macs(cfg: AdaViTConfig) -> float:
 
 def dense_gmacs(cfg: AdaViTConfig) -> float:
     """GMACs with every decision on (the plain ViT of the same weights)."""
-    per_block = block_macs(cfg, cfg.num_tokens, cfg.num_heads, 1, 1)
+    per_block = block_macs(cfg, np.float64(cfg.num_tokens), np.float64(cfg.num_heads), 1, 1)
     return (cfg.depth * float(per_block) + fixed_macs(cfg)) / 1e9
 
 
-def sample_gmacs(cfg: AdaViTConfig, head_select: np.ndarray, layer_select: np.ndarray, token_select: np.ndarray) -> np.ndarray:
-    """GMACs per sample (B,) from decisions in the reference's shapes."""
-    B = len(head_select) if len(head_select) else len(token_select) if len(token_select) else len(layer_select)
-    total = np.full(B, fixed_macs(cfg))
+def sample_gmacs(cfg: AdaViTConfig, head_select, layer_select, token_select):
+    """GMACs per sample (B,) from decisions in the reference's shapes (numpy or torch)."""
+    if isinstance(token_select, np.ndarray):  # count in float64, whatever the decisions' dtype
+        head_select, layer_select, token_select = (np.asarray(a, np.float64) for a in (head_select, layer_select, token_select))
+    total = fixed_macs(cfg) + 0.0 * token_select.sum((1, 2))  # (B,), whatever the array type
     for block in range(cfg.depth):
         heads = head_select[:, cfg.head_select.index(block)].sum(-1) if block in cfg.head_select else cfg.num_heads
-        layer = layer_select[:, cfg.layer_select.index(block)] if block in cfg.layer_select else np.ones((B, 2))
         tokens = token_select[:, cfg.token_select.index(block)].sum(-1) if block in cfg.token_select else cfg.num_tokens
-        total += block_macs(cfg, tokens, heads, layer[:, 0], layer[:, 1])
+        attn_on = mlp_on = 1
+        if block in cfg.layer_select:
+            layer = layer_select[:, cfg.layer_select.index(block)]
+            attn_on, mlp_on = layer[:, 0], layer[:, 1]
+        total = total + block_macs(cfg, tokens, heads, attn_on, mlp_on)
     return total / 1e9

@@ -18,7 +18,8 @@ from .errors import InputError
 ARRAY_SUFFIXES = (".npy", ".npz")
 
 
-def _transform(cfg: AdaViTConfig):
+def eval_transform(cfg: AdaViTConfig):
+    """timm's eval transform for the preprocessing ``cfg`` records (PIL image -> normalised CHW)."""
     from timm.data import create_transform
 
     p = cfg.preprocess
@@ -74,7 +75,7 @@ def load_inputs(paths: list[Path], cfg: AdaViTConfig) -> tuple[np.ndarray, list[
         else:
             if cfg.in_chans != 3:
                 raise InputError(f"{path}: image files need a 3-channel model; pass a .npy/.npz array")
-            transform = transform or _transform(cfg)
+            transform = transform or eval_transform(cfg)
             batch = _read_image(path, transform)
             labels.append(path.name)
         arrays.append(batch.astype(np.float32, copy=False))

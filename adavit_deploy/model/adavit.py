@@ -21,7 +21,10 @@ from ..config import AdaViTConfig, Thresholds
 class SelectHead(nn.Module):
     """A decision head: one linear layer whose sigmoid is thresholded.
 
-    Named ``mlp_head`` inside to keep the reference's checkpoint keys.
+    Named ``mlp_head`` inside to keep the reference's checkpoint keys. In
+    training mode (only used to train the demo model) it samples a Gumbel
+    sigmoid and passes gradients straight through the hard 0/1 decision, as
+    the reference trains.
     """
 
     def __init__(self, dim: int, out: int) -> None:
@@ -29,7 +32,12 @@ class SelectHead(nn.Module):
         self.mlp_head = nn.Linear(dim, out)
 
     def forward(self, x: torch.Tensor, threshold: float) -> torch.Tensor:
-        return torch.sigmoid(self.mlp_head(x)) > threshold
+        logits = self.mlp_head(x)
+        if not self.training:
+            return torch.sigmoid(logits) > threshold
+        u = torch.rand_like(logits).clamp(1e-6, 1 - 1e-6)
+        soft = torch.sigmoid(logits + torch.log(u) - torch.log1p(-u))
+        return (soft > threshold).float() + soft - soft.detach()
 
 
 class AdaAttention(nn.Module):
