@@ -223,6 +223,197 @@ def inspect(
         console.print(f"wrote {path}")
 
 
+@app.command("build-trt")
+def build_trt(
+    bundle: Annotated[
+        Optional[Path],
+        typer.Argument(help="Bundle directory written by `export` [default: export/bundles/random-ada-deit-t]."),
+    ] = None,
+    fp16: Annotated[
+        bool,
+        typer.Option(
+            "--fp16",
+            help="FP16 engines: from the bundle's FP16 graphs; on TensorRT 10 without them, its FP16 builder flag.",
+        ),
+    ] = False,
+    int8: Annotated[bool, typer.Option("--int8", help="INT8 engines from the bundle's Q/DQ graphs.")] = False,
+    max_batch: Annotated[
+        Optional[int], typer.Option(help="Largest batch the engines accept [default: the bundle's max batch].")
+    ] = None,
+    workspace: Annotated[
+        Optional[float], typer.Option(help="TensorRT workspace memory limit in GiB [default: TensorRT's].")
+    ] = None,
+    timing_cache: Annotated[
+        Optional[Path], typer.Option(help="Tactic timing cache file: read if it exists, written after the build.")
+    ] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Engine directory [default: BUNDLE/trt].")] = None,
+) -> None:
+    """Build a TensorRT engine per graph of a bundle, with an optimization profile per token bucket.
+
+    Needs an NVIDIA GPU and TensorRT >= 10 (pip install 'adavit-deploy[gpu]').
+    Engines are tied to the TensorRT version and GPU that built them; the
+    TensorRT backend refuses others and says to rebuild.
+    """
+    from .trt_build import build_engines, resolve_precision
+
+    with _errors(), console.status("building TensorRT engines") as status:
+        path = build_engines(
+            bundle,
+            precision=resolve_precision(fp16, int8),
+            max_batch=max_batch,
+            workspace_gib=workspace,
+            timing_cache=timing_cache,
+            out=out,
+            progress=lambda msg: status.update(f"build-trt: {msg}"),
+        )
+    from .runtime.backends.trt_manifest import read_engine_manifest
+
+    built = read_engine_manifest(path)
+    env = built.environment
+    console.print(f"[green]engines written:[/] {path}")
+    console.print(
+        f"{len(built.engines)} {built.precision} engines, TensorRT {env.tensorrt}, {env.gpu} ({env.sm}), "
+        f"batch 1..{built.max_batch}, token buckets {built.token_edges}"
+    )
+
+
+@app.command()
+def bench(
+    target: Annotated[
+        Optional[Path],
+        typer.Argument(
+            help="Bundle directory, or a checkpoint (exported to a temporary bundle first). "
+            "Default: the embedded random-weight Ada-DeiT-T at 50% GMACs.",
+            show_default=False,
+        ),
+    ] = None,
+    backend: Annotated[
+        str, typer.Option(help="Backend of the adaptive and dense engines: ort (CPU), ort-cuda, or trt where installed.")
+    ] = "ort",
+    batch_sizes: Annotated[str, typer.Option(help="Comma-separated batch sizes.")] = "1,16",
+    iterations: Annotated[int, typer.Option(help="Timed calls per engine and batch size.")] = 20,
+    warmup: Annotated[int, typer.Option(help="Untimed calls per engine and batch size first.")] = 2,
+    threads: Annotated[int, typer.Option(help="Intra-op threads of every engine (0: one per core).")] = 0,
+    images: Annotated[
+        Optional[Path],
+        typer.Option(help="Image directory, image file or .npy/.npz (key 'images'); default: 32 seeded normal samples."),
+    ] = None,
+    budget: Annotated[
+        str, typer.Option(help="Decision thresholds to run: only 'native' (the checkpoint's own) for now.")
+    ] = "native",
+    engines: Annotated[
+        str, typer.Option(help="Comma-separated subset of adaptive,dense,reference.")
+    ] = "adaptive,dense,reference",
+    memory: Annotated[
+        bool, typer.Option("--memory/--no-memory", help="Measure each engine's peak RSS in a child process.")
+    ] = True,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the report as JSON (docs/bench.md).")] = None,
+    plot: Annotated[
+        Optional[Path], typer.Option("--plot", help="Write a PNG: throughput per engine, GMACs per image.")
+    ] = None,
+) -> None:
+    """Time the adaptive runtime, the dense graph and the masked PyTorch model on the same inputs; check parity.
+
+    Prints latency, throughput, GMACs and peak memory per engine and batch
+    size, the speed-up over dense against the FLOPs ratio, parity with PyTorch
+    and routing statistics.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .bench import bench as run_bench
+    from .bench import plot_report, require_plotting
+
+    with _errors():
+        if plot:
+            require_plotting()  # the install hint now, not after the run
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        with Progress(*columns, console=console, transient=True) as bar:
+            task = bar.add_task("starting", total=None)
+            report = run_bench(
+                target,
+                backend=backend,
+                batch_sizes=batch_sizes,
+                iterations=iterations,
+                warmup=warmup,
+                threads=threads,
+                images=images,
+                budget=budget,
+                engines=engines,
+                memory=memory,
+                progress=lambda what, done, total: bar.update(task, description=what, completed=done, total=total or None),
+            )
+        if json_out:
+            report.save(json_out)
+        if plot:
+            plot_report(report, plot)
+    _print_bench(report)
+    for path in (json_out, plot):
+        if path:
+            console.print(f"wrote {path}")
+
+
+def _print_bench(report) -> None:
+    from rich import box
+
+    from .bench import times
+
+    s, env = report.settings, report.environment
+    target = report.target
+    if target["embedded_default"]:
+        from .synthetic import EMBEDDED_DEFAULT
+
+        console.print(f"no checkpoint given: benchmarking the embedded default ({EMBEDDED_DEFAULT}, random weights)")
+    title = f"{target['input'] or target['source_checkpoint']}: {target['model']}"
+    table = Table(title=escape(title), box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("engine", no_wrap=True)
+    for column in ("batch", "p50 ms", "p99 ms", "img/s", "vs dense", "GMACs", "peak MiB"):
+        table.add_column(column, justify="right")
+    for r in report.results:
+        dense = report.result("dense", r["batch_size"])
+        peak = r["peak_rss_mib"]
+        table.add_row(
+            r["engine"],
+            str(r["batch_size"]),
+            f"{r['latency_ms']['p50']:.2f}",
+            f"{r['latency_ms']['p99']:.2f}",
+            f"{r['throughput_ips']:.1f}",
+            times(dense["latency_ms"]["p50"] / r["latency_ms"]["p50"]) if dense else "-",
+            f"{r['gmacs_mean']:.3g}",
+            "-" if peak is None else f"{peak:.0f}",
+        )
+    console.print(table)
+    for c in report.comparisons:
+        if c["speedup_vs_dense"] is not None:
+            line = (
+                f"batch {c['batch_size']}: adaptive {times(c['speedup_vs_dense'])} dense "
+                f"for {times(c['flops_ratio'])} fewer GMACs: efficiency {c['efficiency']:.2f}"
+            )
+            if c["reference_speedup_vs_dense"] is not None:
+                line += f"; reference (masked PyTorch) {times(c['reference_speedup_vs_dense'])} dense"
+            console.print(line, highlight=False)
+    p = report.parity
+    if p:
+        console.print(
+            f"parity vs PyTorch on {p['samples']} inputs: decisions {p['decision_agreement']:.2%} equal, "
+            f"top-1 {p['top1_agreement']:.2%}, max |logit diff| {p['max_abs_logit_diff']:.2e}",
+            highlight=False,
+        )
+    for engine, reason in report.skipped.items():
+        console.print(f"[yellow]{engine} skipped:[/] {escape(reason)}")
+    for r in report.routing["by_batch_size"]:
+        console.print(
+            f"routing, batch {r['batch_size']}: {r['graph_calls_per_batch']:.1f} graph calls/batch, "
+            f"{r['inputs_per_graph_call']:.2f} inputs/call, {r['padding_waste']:.1%} padding",
+            highlight=False,
+        )
+    versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items())
+    console.print(
+        f"{s['images']['count']} inputs ({escape(s['images']['source'])}); backend {s['backend']}, {s['threads']} threads, "
+        f"{escape(env['cpu'])}; {versions}",
+        highlight=False,
+    )
+
+
 def _class_names(num_classes: int):
     if num_classes == 1000:
         from timm.data import ImageNetInfo

@@ -34,16 +34,23 @@ def _augment(x: torch.Tensor) -> torch.Tensor:
     return pad[:, :, i : i + x.shape[2], j : j + x.shape[3]]
 
 
-def _schedule(opt: torch.optim.Optimizer, steps: int, lr: float) -> torch.optim.lr_scheduler.LambdaLR:
+def _fit(model: AdaViT, x: torch.Tensor, y: torch.Tensor, loss_fn, epochs: int, lr: float, batch: int, on_epoch) -> None:
+    """AdamW with linear warm-up and cosine decay; random shifts; ``on_epoch(epoch)`` after each epoch."""
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
+    steps = epochs * math.ceil(len(x) / batch)
     warm = max(1, steps // 20)
-    return torch.optim.lr_scheduler.LambdaLR(
+    sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps)))
     )
-
-
-def _batches(n: int, batch: int):
-    order = torch.randperm(n)
-    return [order[i : i + batch] for i in range(0, n, batch)]
+    for epoch in range(epochs):
+        model.train()
+        for idx in torch.randperm(len(x)).split(batch):
+            loss = loss_fn(_augment(x[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+        on_epoch(epoch)
 
 
 @torch.no_grad()
@@ -78,20 +85,18 @@ def train(
     model = AdaViT(DEMO_CONFIG)
     dense_total = dense_gmacs(model.cfg)
 
+    def report(phase: str, every: int):
+        def on_epoch(epoch: int) -> None:
+            if (epoch + 1) % every == 0:
+                log(f"{phase} epoch {epoch + 1}: {evaluate(model, data.test_images, data.test_labels)}")
+
+        return on_epoch
+
     # 1. the backbone, every decision on
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.05)
-    steps = dense_epochs * math.ceil(len(x_train) / batch)
-    sched = _schedule(opt, steps, 2e-3)
-    for epoch in range(dense_epochs):
-        model.train()
-        for idx in _batches(len(x_train), batch):
-            loss = F.cross_entropy(model(_augment(x_train[idx]), force_dense=True).logits, y_train[idx], label_smoothing=0.1)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-        if (epoch + 1) % 20 == 0:
-            log(f"dense epoch {epoch + 1}: {evaluate(model, data.test_images, data.test_labels)}")
+    def dense_loss(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(model(xb, force_dense=True).logits, yb, label_smoothing=0.1)
+
+    _fit(model, x_train, y_train, dense_loss, dense_epochs, 2e-3, batch, report("dense", 20))
     teacher = copy.deepcopy(model).eval()
 
     # 2. decisions live: start from "keep everything", learn what to drop
@@ -101,28 +106,19 @@ def train(
                 if head is not None:
                     head.mlp_head.weight.normal_(0, 0.01)
                     head.mlp_head.bias.fill_(3.0)
-    opt = torch.optim.AdamW(model.parameters(), lr=5e-4, weight_decay=0.05)
-    steps = adaptive_epochs * math.ceil(len(x_train) / batch)
-    sched = _schedule(opt, steps, 5e-4)
-    for epoch in range(adaptive_epochs):
-        model.train()
-        for idx in _batches(len(x_train), batch):
-            xb = _augment(x_train[idx])
-            with torch.no_grad():
-                soft_targets = teacher(xb, force_dense=True).logits.softmax(-1)
-            o = model(xb)
-            ratio = sample_gmacs(model.cfg, o.head_select, o.layer_select, o.token_select).mean() / dense_total
-            loss = (
-                F.cross_entropy(o.logits, y_train[idx], label_smoothing=0.1)
-                + F.kl_div(o.logits.log_softmax(-1), soft_targets, reduction="batchmean")
-                + 10.0 * (ratio - target) ** 2
-            )
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-        if (epoch + 1) % 10 == 0:
-            log(f"adaptive epoch {epoch + 1}: {evaluate(model, data.test_images, data.test_labels)}")
+
+    def adaptive_loss(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            soft_targets = teacher(xb, force_dense=True).logits.softmax(-1)
+        o = model(xb)
+        ratio = sample_gmacs(model.cfg, o.head_select, o.layer_select, o.token_select).mean() / dense_total
+        return (
+            F.cross_entropy(o.logits, yb, label_smoothing=0.1)
+            + F.kl_div(o.logits.log_softmax(-1), soft_targets, reduction="batchmean")
+            + 10.0 * (ratio - target) ** 2
+        )
+
+    _fit(model, x_train, y_train, adaptive_loss, adaptive_epochs, 5e-4, batch, report("adaptive", 10))
 
     results = evaluate(model, data.test_images, data.test_labels)
     results.update(

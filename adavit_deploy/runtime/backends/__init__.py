@@ -5,9 +5,16 @@ from __future__ import annotations
 from ...errors import BackendError
 from .base import Backend, Runner
 
+BACKENDS = ("ort", "ort-cuda", "trt")
+
 
 def get_backend(name: str, threads: int = 0) -> Backend:
-    """``ort`` (ONNX Runtime CPU) or ``ort-cuda`` (ONNX Runtime CUDA provider)."""
+    """``ort`` (ONNX Runtime CPU), ``ort-cuda`` (ONNX Runtime CUDA provider) or ``trt`` (TensorRT engines).
+
+    ``trt`` runs the engines ``adavit-deploy build-trt`` wrote into
+    ``<bundle>/trt/``; for engines elsewhere pass
+    ``backends.trt.TrtBackend(engines=DIR)`` as the backend instead.
+    """
     if name == "ort":
         from .ort import OrtBackend
 
@@ -16,7 +23,11 @@ def get_backend(name: str, threads: int = 0) -> Backend:
         from .ort import OrtBackend
 
         return OrtBackend(threads, ["CUDAExecutionProvider", "CPUExecutionProvider"])
-    raise BackendError(f"unknown backend {name!r}: choose ort or ort-cuda")
+    if name == "trt":
+        from .trt import TrtBackend
+
+        return TrtBackend()
+    raise BackendError(f"unknown backend {name!r}: choose one of {', '.join(BACKENDS)}")
 
 
-__all__ = ["Backend", "Runner", "get_backend"]
+__all__ = ["BACKENDS", "Backend", "Runner", "get_backend"]

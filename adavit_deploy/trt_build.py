@@ -1,0 +1,352 @@
+"""Bundle -> TensorRT engines: one engine per graph, optimization profiles per token bucket.
+
+The build is a chain of small loaders in Polygraphy's style (each a callable
+that does nothing until called):
+``SaveEngine(EngineBytesFromNetwork(builder, NetworkFromOnnxPath(...), CreateConfig(...)), path)()``.
+Around it, pure functions decide *what* to build, tested on CPU:
+
+- ``plan_build``: which ONNX feeds each engine and with which builder
+  settings, per precision and TensorRT major version. TensorRT 11 builds
+  strongly typed networks only (no FP16/INT8 builder flags, no calibrators),
+  so ``--fp16`` and ``--int8`` look up the FP16 and Q/DQ variants of each
+  graph in the bundle manifest (``variant_key``: ``attn_0.fp16``,
+  ``attn_0.int8``); on TensorRT 10 ``--fp16`` falls back to the (deprecated)
+  FP16 builder flag on the fp32 graphs when the bundle has no FP16 variants.
+- ``trt_profiles.graph_profiles``: the profiles, from the manifest's I/O signatures.
+
+Engines and their ``engines.json`` (``trt_manifest.py``) are written to a
+staging directory and renamed into place (``<bundle>/trt/`` by default), so an
+interrupted build leaves the previous engines intact. One engine per graph
+(not one fused engine): the runtime calls graphs separately, per block and
+per routed group, and a dense graph nobody runs costs nothing but disk.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from . import __version__
+from .bundle import Manifest, read_manifest, sha256, staged_directory
+from .errors import BackendError, BundleError, ConfigError
+from .runtime.backends.trt import MIN_TENSORRT, current_environment, import_tensorrt, tensorrt_major
+from .runtime.backends.trt_manifest import ENGINE_DIR, ENGINES_JSON, EngineEntry, EngineManifest
+from .runtime.backends.trt_profiles import Profile, ProfileSpec, graph_profiles
+
+PRECISIONS = ("fp32", "fp16", "int8")
+#: Where the bundle's default (embedded) export lands: ``adavit-deploy export`` with no checkpoint.
+DEFAULT_BUNDLE_NAME = "random-ada-deit-t"
+
+Progress = Callable[[str], None]
+
+
+def default_bundle() -> Path:
+    from .export import DEFAULT_OUT
+
+    return DEFAULT_OUT / DEFAULT_BUNDLE_NAME
+
+
+# -- what to build (pure) --------------------------------------------------------------
+
+
+def resolve_precision(fp16: bool = False, int8: bool = False) -> str:
+    if fp16 and int8:
+        raise ConfigError("--fp16 and --int8 exclude each other: choose one (--int8 graphs keep float where they need it)")
+    return "int8" if int8 else "fp16" if fp16 else "fp32"
+
+
+def validate_build_args(
+    max_batch: int | None = None, workspace_gib: float | None = None, timing_cache: Path | None = None, out: Path | None = None
+) -> None:
+    """One-line errors for arguments that are wrong whatever the bundle and TensorRT."""
+    if max_batch is not None and max_batch < 1:
+        raise ConfigError(f"--max-batch must be >= 1, got {max_batch}")
+    if workspace_gib is not None and not workspace_gib > 0:
+        raise ConfigError(f"--workspace must be > 0 GiB, got {workspace_gib}")
+    if timing_cache is not None and Path(timing_cache).is_dir():
+        raise ConfigError(f"--timing-cache {timing_cache} is a directory: give a file path")
+    if out is not None and Path(out).exists() and not Path(out).is_dir():
+        raise ConfigError(f"--out {out} is a file: give a directory for the engines")
+
+
+def resolve_bundle(bundle: str | Path | None) -> Path:
+    """``bundle``, or the default bundle of ``adavit-deploy export``; a clear error if it is not there."""
+    if bundle is None:
+        path = default_bundle()
+        if not path.is_dir():
+            raise BundleError(
+                f"no BUNDLE given and the default bundle {path} does not exist: "
+                "create it with `adavit-deploy export`, or pass a bundle directory"
+            )
+        return path
+    path = Path(bundle)
+    if not path.is_dir():
+        raise BundleError(f"{path}: no such bundle directory: create one with `adavit-deploy export`")
+    return path
+
+
+def check_precision(precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+    return precision
+
+
+def variant_key(graph: str, precision: str) -> str:
+    """Manifest key of ``graph``'s ONNX at ``precision``: ``attn_0``, ``attn_0.fp16``, ``attn_0.int8``.
+
+    Issue 5's ``export --fp16/--int8`` registers its variants under these keys;
+    building from them is then this lookup and nothing else.
+    """
+    return graph if check_precision(precision) == "fp32" else f"{graph}.{precision}"
+
+
+def graph_names(manifest: Manifest) -> list[str]:
+    """The bundle's fp32 graphs (artifacts with inputs that are not variants), in manifest order."""
+    return [k for k, a in manifest.artifacts.items() if a.inputs and "." not in k]
+
+
+@dataclass(frozen=True)
+class GraphPlan:
+    """How one engine is built."""
+
+    graph: str  # the bundle graph the runtime asks for
+    source: str  # manifest key of the ONNX fed to TensorRT
+    precision: str  # what the engine computes in
+    strongly_typed: bool  # NetworkDefinitionCreationFlag.STRONGLY_TYPED (TensorRT 10; always on in 11)
+    fp16_flag: bool = False  # BuilderFlag.FP16 (TensorRT 10 only, weak typing, deprecated)
+    tf32: bool = True  # TensorRT's default; off for fp32 engines (decisions are thresholds)
+
+    @property
+    def builder_flags(self) -> list[str]:
+        return (["FP16"] if self.fp16_flag else []) + ([] if self.tf32 else ["-TF32"])
+
+
+def plan_build(manifest: Manifest, precision: str, trt_major: int, bundle: str | Path = "BUNDLE") -> list[GraphPlan]:
+    """Per graph: the ONNX to parse and the builder settings, for ``precision`` on TensorRT ``trt_major``.
+
+    - fp32: the graphs as exported, strongly typed, TF32 off (bit-level closeness to ONNX Runtime).
+    - fp16 / int8: the ``variant_key`` graphs when the bundle has them (strongly typed: the
+      graph's own types decide; what stays fp32 is the exporter's call).
+    - fp16 on TensorRT 10 without FP16 graphs: the fp32 graphs with ``BuilderFlag.FP16``;
+      policy graphs stay fp32 (a flipped decision costs more than a slow op).
+    - otherwise a one-line error: the bundle needs re-exporting with issue 5's ``--fp16/--int8``.
+    """
+    check_precision(precision)
+    graphs = graph_names(manifest)
+    if precision == "fp32":
+        return [GraphPlan(g, g, "fp32", strongly_typed=True, tf32=False) for g in graphs]
+    have = [g for g in graphs if variant_key(g, precision) in manifest.artifacts]
+    if len(have) == len(graphs):
+        return [GraphPlan(g, variant_key(g, precision), precision, strongly_typed=True) for g in graphs]
+    if have:
+        missing = [g for g in graphs if g not in have]
+        raise BundleError(
+            f"{bundle}: the bundle has {precision} graphs for {len(have)} of {len(graphs)} graphs "
+            f"(none for {', '.join(missing[:3])}{'...' if len(missing) > 3 else ''}): re-export it"
+        )
+    if precision == "fp16" and trt_major == 10:
+        return [
+            GraphPlan(g, g, "fp32", strongly_typed=True, tf32=False)
+            if g.startswith("policy_")
+            else GraphPlan(g, g, "fp16", strongly_typed=False, fp16_flag=True)
+            for g in graphs
+        ]
+    why = {
+        "fp16": f"TensorRT {trt_major} builds strongly typed networks only, with no FP16 builder flag",
+        "int8": "INT8 engines are built from Q/DQ graphs, not with calibrators",
+    }[precision]
+    raise BundleError(
+        f"{bundle}: the bundle has no {precision} graphs ({why}): re-export it with "
+        f"`adavit-deploy export --{precision}` once issue 5 lands, then run build-trt again"
+    )
+
+
+# -- loaders (Polygraphy style: callables that do nothing until called) -----------------
+
+
+class NetworkFromOnnxPath:
+    """``()`` -> ``(network, parser)``: an ONNX file parsed into a new network (the parser owns its weights)."""
+
+    def __init__(self, trt: Any, builder: Any, logger: Any, path: Path, strongly_typed: bool) -> None:
+        self.trt, self.builder, self.logger, self.path, self.strongly_typed = trt, builder, logger, Path(path), strongly_typed
+
+    def __call__(self) -> tuple[Any, Any]:
+        trt = self.trt
+        flags = 0
+        if self.strongly_typed and tensorrt_major(trt) == 10:  # 11: always strongly typed, the flag is deprecated
+            flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+        network = self.builder.create_network(flags)
+        parser = trt.OnnxParser(network, self.logger)
+        if not parser.parse(self.path.read_bytes(), str(self.path)):  # path: for external weights
+            errors = [" ".join(str(parser.get_error(i)).split()) for i in range(parser.num_errors)]
+            raise BackendError(f"{self.path.name}: TensorRT's ONNX parser failed: {errors[0] if errors else 'no detail'}")
+        return network, parser
+
+
+class TimingCache:
+    """One tactic timing cache shared by every engine of a build, read from and saved to ``path``."""
+
+    def __init__(self, path: Path | None, progress: Progress | None = None) -> None:
+        self.path = Path(path) if path is not None else None
+        self.cache: Any = None
+        self.progress = progress or (lambda _: None)
+
+    def attach(self, config: Any) -> None:
+        if self.cache is None:
+            blob = self.path.read_bytes() if self.path is not None and self.path.is_file() else b""
+            self.cache = config.create_timing_cache(blob)
+        if not config.set_timing_cache(self.cache, False):  # ignore_mismatch=False
+            self.progress(f"timing cache {self.path} is from another TensorRT or GPU: starting a new one")
+            self.cache = config.create_timing_cache(b"")
+            config.set_timing_cache(self.cache, False)
+
+    def save(self) -> None:
+        if self.path is None or self.cache is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.partial")
+        tmp.write_bytes(memoryview(self.cache.serialize()))
+        os.replace(tmp, self.path)
+
+
+class CreateConfig:
+    """``(builder, network)`` -> ``IBuilderConfig``: profiles, workspace limit, precision flags, timing cache."""
+
+    def __init__(
+        self,
+        trt: Any,
+        profiles: list[Profile],
+        workspace_bytes: int | None = None,
+        fp16: bool = False,
+        tf32: bool = True,
+        timing_cache: TimingCache | None = None,
+    ) -> None:
+        self.trt, self.profiles, self.workspace_bytes = trt, profiles, workspace_bytes
+        self.fp16, self.tf32, self.timing_cache = fp16, tf32, timing_cache
+
+    def __call__(self, builder: Any, network: Any) -> Any:
+        trt = self.trt
+        config = builder.create_builder_config()
+        if self.workspace_bytes is not None:
+            config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, self.workspace_bytes)
+        if self.fp16:
+            config.set_flag(trt.BuilderFlag.FP16)
+        if not self.tf32:
+            config.clear_flag(trt.BuilderFlag.TF32)
+        for profile in self.profiles:
+            p = builder.create_optimization_profile()
+            for name, r in profile.items():
+                p.set_shape(name, r.min, r.opt, r.max)
+            if config.add_optimization_profile(p) < 0:
+                raise BackendError(f"TensorRT rejected optimization profile {profile}")
+        if self.timing_cache is not None:
+            self.timing_cache.attach(config)
+        return config
+
+
+class EngineBytesFromNetwork:
+    """``()`` -> serialized engine: ``build_serialized_network(network, config)``."""
+
+    def __init__(self, builder: Any, network: Callable[[], tuple[Any, Any]], config: CreateConfig, name: str) -> None:
+        self.builder, self.network, self.config, self.name = builder, network, config, name
+
+    def __call__(self) -> memoryview:
+        network, _parser = self.network()
+        plan = self.builder.build_serialized_network(network, self.config(self.builder, network))
+        if plan is None:
+            raise BackendError(f"{self.name}: TensorRT could not build an engine (see its log above)")
+        return memoryview(plan)
+
+
+class SaveEngine:
+    """``()`` -> ``path``: write the engine ``engine()`` returns."""
+
+    def __init__(self, engine: Callable[[], memoryview], path: Path) -> None:
+        self.engine, self.path = engine, Path(path)
+
+    def __call__(self) -> Path:
+        self.path.write_bytes(self.engine())
+        return self.path
+
+
+# -- the build ------------------------------------------------------------------------
+
+
+def build_engines(
+    bundle: str | Path | None = None,
+    *,
+    precision: str = "fp32",
+    max_batch: int | None = None,
+    workspace_gib: float | None = None,
+    timing_cache: str | Path | None = None,
+    out: str | Path | None = None,
+    progress: Progress | None = None,
+    **profile_overrides: Any,
+) -> Path:
+    """Build one engine per graph of ``bundle`` into ``out`` (default ``<bundle>/trt``); return ``out``.
+
+    Arguments, the bundle and (for ``int8``) its Q/DQ graphs are checked before
+    TensorRT is imported, so a machine without it still gets the specific error.
+    ``profile_overrides`` go to ``ProfileSpec`` (``token_edges``, ``opt_batch``, ``opt_heads``).
+    """
+    step = progress or (lambda _: None)
+    timing_cache = Path(timing_cache) if timing_cache is not None else None
+    out = Path(out) if out is not None else None
+    validate_build_args(max_batch, workspace_gib, timing_cache, out)
+    check_precision(precision)
+    bundle = resolve_bundle(bundle)
+    manifest = read_manifest(bundle)
+    spec = ProfileSpec.from_manifest(manifest, max_batch, **profile_overrides)
+    if precision == "int8":  # needs Q/DQ graphs whatever the TensorRT version
+        plan_build(manifest, precision, MIN_TENSORRT, bundle)
+
+    trt = import_tensorrt()
+    environment = current_environment(trt)
+    plan = plan_build(manifest, precision, tensorrt_major(trt), bundle)
+    out = out if out is not None else bundle / ENGINE_DIR
+    workspace = int(workspace_gib * (1 << 30)) if workspace_gib is not None else None
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    cache = TimingCache(timing_cache, step)
+    engines = {}
+    with staged_directory(out, overwrite=True) as stage:
+        for i, g in enumerate(plan):
+            source, graph = manifest.artifacts[g.source], manifest.artifacts[g.graph]
+            profiles = graph_profiles(source.inputs, spec, g.source)
+            step(f"{i + 1}/{len(plan)} {g.graph}: {g.precision}, {len(profiles)} profile(s)")
+            path = SaveEngine(
+                EngineBytesFromNetwork(
+                    builder,
+                    NetworkFromOnnxPath(trt, builder, logger, bundle / source.file, g.strongly_typed),
+                    CreateConfig(trt, profiles, workspace, g.fp16_flag, g.tf32, cache),
+                    g.graph,
+                ),
+                stage / f"{g.graph}.engine",
+            )()
+            engines[g.graph] = EngineEntry(
+                file=path.name,
+                sha256=sha256(path),
+                graph_file=graph.file,
+                graph_sha256=graph.sha256,
+                source_file=source.file,
+                source_sha256=source.sha256,
+                precision=g.precision,
+                strongly_typed=g.strongly_typed,
+                builder_flags=g.builder_flags,
+                profiles=profiles,
+            )
+        result = EngineManifest(
+            environment=environment,
+            precision=precision,
+            max_batch=spec.max_batch,
+            token_edges=list(spec.token_edges),
+            engines=engines,
+            workspace_bytes=workspace,
+            producer={"adavit_deploy": __version__, "python": platform.python_version()},
+        )
+        (stage / ENGINES_JSON).write_text(result.to_json())
+    cache.save()
+    return out

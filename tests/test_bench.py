@@ -1,0 +1,174 @@
+"""``bench``: the report's schema and internal consistency, exact parity, files written, one-line errors.
+
+Wall-clock values are never asserted: only that the figures agree with each
+other. Few iterations and tiny models keep this file fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from adavit_deploy.bench import BenchReport, bench, cycled_batches, parse_batch_sizes, parse_engines
+from adavit_deploy.cli import app
+from adavit_deploy.errors import ConfigError
+from adavit_deploy.export import export_bundle
+
+QUICK = dict(iterations=2, warmup=1, memory=False)
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+@pytest.fixture
+def bundle(make_checkpoint, tmp_path):
+    return export_bundle(make_checkpoint(), tmp_path / "bundle")
+
+
+def _one_line_error(result, *fragments: str) -> None:
+    assert result.exit_code == 1, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.output
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_report_schema_speedups_and_exact_parity(bundle, tmp_path):
+    images = np.random.default_rng(3).standard_normal((5, 3, 32, 32), dtype=np.float32)
+    report = bench(bundle, batch_sizes="1,2", images=images, **QUICK)
+    d = json.loads(json.dumps(report.to_dict()))  # JSON-serialisable as it is
+    assert {"results", "comparisons", "parity", "routing", "environment"} <= set(d)
+    assert [(r["engine"], r["batch_size"]) for r in d["results"]] == [
+        (e, b) for b in (1, 2) for e in ("adaptive", "dense", "reference")
+    ]
+    for r in d["results"]:
+        assert set(r["latency_ms"]) >= {"p50", "p90", "p99"}
+        assert r["latency_ms"]["p50"] <= r["latency_ms"]["p90"] <= r["latency_ms"]["p99"]
+        assert r["throughput_ips"] == pytest.approx(r["batch_size"] / (r["latency_ms"]["p50"] / 1e3))
+        assert r["gmacs_mean"] > 0 and r["iterations"] == 2 and r["peak_rss_mib"] is None
+    dense_g = d["gmacs"]["dense"]
+    for c in d["comparisons"]:
+        b = c["batch_size"]
+        row = {e: report.result(e, b) for e in ("adaptive", "dense", "reference")}
+        assert c["speedup_vs_dense"] == pytest.approx(row["dense"]["latency_ms"]["p50"] / row["adaptive"]["latency_ms"]["p50"])
+        assert c["speedup_vs_dense"] == pytest.approx(row["adaptive"]["throughput_ips"] / row["dense"]["throughput_ips"])
+        assert c["reference_speedup_vs_dense"] == pytest.approx(
+            row["reference"]["throughput_ips"] / row["dense"]["throughput_ips"]
+        )
+        assert c["flops_ratio"] == pytest.approx(dense_g / row["adaptive"]["gmacs_mean"])
+        assert c["efficiency"] == pytest.approx(c["speedup_vs_dense"] / c["flops_ratio"])
+        # the reference decides like the runtime, and computes the dense model anyway
+        assert row["reference"]["gmacs_mean"] == pytest.approx(row["adaptive"]["gmacs_mean"])
+        assert row["reference"]["gmacs_executed_mean"] == row["dense"]["gmacs_mean"] == dense_g
+    p = d["parity"]
+    assert p["samples"] == 5 and p["decision_agreement"] == 1.0 and p["top1_agreement"] == 1.0
+    assert p["max_abs_logit_diff"] < 1e-4
+    assert [r["batch_size"] for r in d["routing"]["by_batch_size"]] == [1, 2]
+    assert d["routing"]["by_batch_size"][0]["inputs_per_graph_call"] == 1.0  # batch 1: one input per call
+    assert sum(v for k, v in d["routing"]["paths"].items() if k.startswith("0:attn:")) <= 5
+    assert len(d["gmacs"]["per_image"]) == 5 and 0 < d["gmacs"]["ratio"] < 1
+    env = d["environment"]
+    assert env["threads"] == d["settings"]["threads"] >= 1 and env["backend"] == "ort" and env["cpu"]
+    assert {"numpy", "onnxruntime", "torch"} <= set(env["versions"])
+    report.save(tmp_path / "r.json")
+    assert BenchReport.load(tmp_path / "r.json") == BenchReport(**{k: v for k, v in d.items() if not k.startswith("schema")})
+
+
+def test_peak_memory_per_engine_and_image_directory(bundle, tmp_path):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("b.png", "a.jpg"):
+        Image.fromarray((rng.random((40, 36, 3)) * 255).astype("uint8")).save(folder / name)
+    (folder / "notes.txt").write_text("not an image")
+    report = bench(bundle, batch_sizes=[3], images=folder, engines="dense,adaptive", iterations=1, warmup=0)
+    assert report.settings["images"] == {"source": str(folder), "count": 2}
+    assert report.settings["engines"] == ["adaptive", "dense"] and report.parity is None
+    peaks = {r["engine"]: r["peak_rss_mib"] for r in report.results}
+    assert all(isinstance(v, float) and v > 10 for v in peaks.values()), peaks
+    assert report.comparisons[0]["memory_ratio_vs_dense"] == pytest.approx(peaks["adaptive"] / peaks["dense"])
+
+
+def test_reference_skipped_with_reason_when_checkpoint_is_gone(make_checkpoint, tmp_path):
+    ckpt = make_checkpoint()
+    bundle = export_bundle(ckpt, tmp_path / "bundle")
+    ckpt.unlink()
+    report = bench(bundle, batch_sizes=[2], **QUICK)
+    assert "reference" in report.skipped and str(ckpt) in report.skipped["reference"]
+    assert report.parity is None and report.settings["engines"] == ["adaptive", "dense"]
+    assert report.comparisons[0]["reference_speedup_vs_dense"] is None
+    assert report.comparisons[0]["speedup_vs_dense"] > 0
+
+
+def test_cli_checkpoint_writes_json_and_png_and_removes_its_bundle(runner, make_checkpoint, tmp_path, monkeypatch):
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # where the temporary bundle goes
+    out_json, out_png = tmp_path / "r.json", tmp_path / "r.png"
+    args = ["bench", str(make_checkpoint()), "--batch-sizes", "1,2", "--iterations", "2", "--warmup", "0", "--no-memory"]
+    result = runner.invoke(app, [*args, "--json", str(out_json), "--plot", str(out_png)])
+    assert result.exit_code == 0, result.output
+    for fragment in ("adaptive", "dense", "reference", "decisions 100.00% equal", f"wrote {out_json}", "efficiency"):
+        assert fragment in result.output, result.output
+    report = json.loads(out_json.read_text())
+    assert report["schema"] == "adavit-deploy/bench" and report["target"]["exported"] is True
+    assert len(report["results"]) == 6 and report["parity"]["decision_agreement"] == 1.0
+    assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(out_png) as im:
+        assert im.size[0] > 800 and im.size[1] > 400
+    assert list(scratch.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "args, fragments",
+    [
+        (["--batch-sizes", "0"], ["--batch-sizes", "'0'"]),
+        (["--batch-sizes", "a"], ["--batch-sizes", "'a'"]),
+        (["--batch-sizes", "1,,x"], ["--batch-sizes"]),
+        (["--iterations", "0"], ["--iterations"]),
+        (["--backend", "trt"], ["TensorRT"]),
+        (["--backend", "tpu"], ["unknown backend", "tpu"]),
+        (["--budget", "0.5"], ["--budget", "native"]),
+        (["--engines", "fast"], ["--engines", "adaptive,dense,reference"]),
+    ],
+    ids=["batch-0", "batch-a", "batch-empty", "iterations", "trt", "unknown-backend", "budget", "engines"],
+)
+def test_cli_bad_options_are_one_line(runner, tmp_path, args, fragments):
+    result = runner.invoke(app, ["bench", str(tmp_path / "missing.pth"), *args])
+    _one_line_error(result, *fragments)
+
+
+def test_cli_bad_targets_are_one_line(runner, tmp_path):
+    _one_line_error(runner.invoke(app, ["bench", str(tmp_path / "missing.pth")]), "missing.pth", "no such")
+    (tmp_path / "empty").mkdir()
+    _one_line_error(runner.invoke(app, ["bench", str(tmp_path / "empty")]), "not a bundle")
+    (tmp_path / "junk.pth").write_bytes(b"junk")
+    _one_line_error(runner.invoke(app, ["bench", str(tmp_path / "junk.pth")]), "junk.pth", "not a readable")
+
+
+def test_cli_plot_without_matplotlib_says_how_to_install(runner, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    result = runner.invoke(app, ["bench", str(tmp_path / "missing.pth"), "--plot", str(tmp_path / "p.png")])
+    _one_line_error(result, "pip install 'adavit-deploy[plot]'")
+
+
+def test_parsing_and_batches():
+    assert parse_batch_sizes("1, 16,1") == (1, 16)
+    assert parse_batch_sizes([8]) == (8,)
+    for bad in ("", "0", "-1", "a", "1.5"):
+        with pytest.raises(ConfigError):
+            parse_batch_sizes(bad)
+    assert parse_engines("reference,adaptive") == ("adaptive", "reference")
+    pool = np.arange(5, dtype=np.float32)[:, None]
+    batches = cycled_batches(pool, 2, 100)
+    assert len(batches) == 5  # lcm(5, 2) / 2: then the cycle repeats
+    assert [b[:, 0].tolist() for b in batches[:3]] == [[0, 1], [2, 3], [4, 0]]
+    assert len(cycled_batches(pool, 8, 3)) == 3 and cycled_batches(pool, 8, 3)[0][:, 0].tolist() == [0, 1, 2, 3, 4, 0, 1, 2]

@@ -1,0 +1,187 @@
+"""The TensorRT backend (and the ONNX Runtime CUDA backend): load errors on CPU, engines on a GPU.
+
+Tests that need TensorRT and a CUDA GPU skip with the reason "tensorrt not
+installed" or "no CUDA GPU". On a machine that has both (docs/TENSORRT.md):
+``pip install -e '.[gpu,dev]' && python -m pytest -q tests/test_trt*.py``.
+They build fp32 engines for a tiny bundle once per module, then check the
+engine manifest, parity with ONNX Runtime through the adaptive runtime (same
+decisions, close logits), chunking past the engines' max batch, and that
+engines from another TensorRT version or GPU are refused.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from adavit_deploy.config import AdaViTConfig
+from adavit_deploy.errors import BackendError, BundleError
+from adavit_deploy.export import export_bundle
+from adavit_deploy.runtime import load_bundle
+from adavit_deploy.runtime.backends import get_backend
+from adavit_deploy.runtime.backends.trt import require_cuda
+from adavit_deploy.synthetic import random_checkpoint
+
+# -- without TensorRT / without a GPU (run everywhere) --------------------------------------
+
+
+def test_trt_backend_without_tensorrt_is_one_line(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    with pytest.raises(BackendError) as exc:
+        get_backend("trt")
+    msg = str(exc.value)
+    assert "\n" not in msg and "TensorRT is not installed" in msg and "pip install 'adavit-deploy[gpu]'" in msg
+
+
+def test_no_cuda_is_one_line(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(BackendError) as exc:
+        require_cuda()
+    msg = str(exc.value)
+    assert "\n" not in msg and "no CUDA GPU" in msg and "--backend ort" in msg
+
+
+def test_unknown_backend_lists_trt():
+    with pytest.raises(BackendError, match="ort, ort-cuda, trt"):
+        get_backend("tensorrt")
+
+
+def test_ort_cuda_without_the_cuda_provider_is_one_line():
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("onnxruntime-gpu is installed here: see test_ort_cuda_matches_cpu")
+    with pytest.raises(BackendError, match="onnxruntime-gpu"):
+        get_backend("ort-cuda")
+
+
+# -- on a GPU -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    """A tiny Ada-DeiT (3 blocks, 17 tokens, 3 heads) at ~50% GMACs: token buckets and head sets vary."""
+    cfg = AdaViTConfig.from_flags(img_size=32, patch_size=8, embed_dim=48, depth=3, num_heads=3, mlp_hidden=96, num_classes=7)
+    d = tmp_path_factory.mktemp("trt")
+    return export_bundle(random_checkpoint(cfg, d / "random.pth"), d / "bundle", max_batch=4)
+
+
+@pytest.fixture(scope="module")
+def images():
+    return np.random.default_rng(3).standard_normal((9, 3, 32, 32), dtype=np.float32)
+
+
+@pytest.fixture(scope="module")
+def trt_module():
+    trt = pytest.importorskip("tensorrt", reason="tensorrt not installed")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU")
+    return trt
+
+
+@pytest.fixture(scope="module")
+def engines(trt_module, bundle, tmp_path_factory):
+    """fp32 engines for ``bundle`` in ``<bundle>/trt``, built once (with a timing cache)."""
+    from adavit_deploy.trt_build import build_engines
+
+    cache = tmp_path_factory.mktemp("cache") / "timing.cache"
+    out = build_engines(bundle, timing_cache=cache)
+    assert cache.is_file() and cache.stat().st_size > 0
+    return out
+
+
+def test_engine_manifest_records_the_build(trt_module, engines, bundle):
+    from adavit_deploy.bundle import read_manifest
+    from adavit_deploy.runtime.backends.trt_manifest import read_engine_manifest
+
+    built, graphs = read_engine_manifest(engines), read_manifest(bundle)
+    env = built.environment
+    here = (trt_module.__version__, torch.cuda.get_device_name(0), torch.cuda.get_device_capability(0))
+    assert (env.tensorrt, env.gpu, env.compute_capability) == here
+    assert built.precision == "fp32" and built.max_batch == 4 and built.token_edges == [5, 9, 13, 17]
+    for name, entry in built.engines.items():
+        assert entry.source_sha256 == graphs.artifacts[name].sha256
+        assert (engines / entry.file).is_file()
+        assert len(entry.profiles) == (4 if name.startswith(("attn", "mlp")) else 1)
+
+
+def test_adaptive_runtime_on_tensorrt_matches_onnx_runtime(engines, bundle, images):
+    want = load_bundle(bundle, backend="ort").infer(images)
+    rt = load_bundle(bundle, backend="trt")
+    got = rt.infer(images, batch_size=3)
+    for key in ("head_select", "layer_select", "token_select"):
+        np.testing.assert_array_equal(getattr(got, key), getattr(want, key), err_msg=key)
+    np.testing.assert_allclose(got.logits, want.logits, atol=1e-3)
+    np.testing.assert_allclose(rt.dense(images), load_bundle(bundle, backend="ort").dense(images), atol=1e-3)
+    routed = [rt.runner(n) for n in rt.manifest.artifacts if n.startswith(("attn", "mlp"))]
+    buckets = {i for r in routed for i, calls in enumerate(r.profile_calls) if calls}
+    assert len(buckets) > 1, "every routed call fell into one token bucket: the test model does not vary"
+
+
+def test_batch_above_the_engines_max_is_run_in_chunks(engines, bundle, images):
+    rt = load_bundle(bundle, backend="trt")
+    assert len(images) > 4  # the engines' max batch
+    np.testing.assert_allclose(rt.dense(images), load_bundle(bundle, backend="ort").dense(images), atol=1e-3)
+
+
+def test_engines_from_another_tensorrt_or_gpu_are_refused(engines, bundle, tmp_path):
+    from adavit_deploy.runtime.backends.trt import TrtBackend
+
+    for field, value in (("version", "9.9.9"), ("gpu", "Some Other GPU"), ("compute_capability", [1, 0])):
+        other = tmp_path / field
+        shutil.copytree(engines, other)
+        d = json.loads((other / "engines.json").read_text())
+        d["tensorrt"][field] = value
+        (other / "engines.json").write_text(json.dumps(d))
+        with pytest.raises(BackendError) as exc:
+            load_bundle(bundle, backend=TrtBackend(engines=other)).infer(np.zeros((1, 3, 32, 32), np.float32))
+        assert "\n" not in str(exc.value) and "adavit-deploy build-trt" in str(exc.value)
+
+
+def test_tampered_engine_is_refused(engines, bundle, tmp_path):
+    from adavit_deploy.runtime.backends.trt import TrtBackend
+
+    other = tmp_path / "tampered"
+    shutil.copytree(engines, other)
+    (other / "stem.engine").write_bytes(b"not an engine")
+    with pytest.raises(BackendError, match="sha256"):
+        load_bundle(bundle, backend=TrtBackend(engines=other)).infer(np.zeros((1, 3, 32, 32), np.float32))
+
+
+def test_fp16(trt_module, bundle, images, tmp_path):
+    """TensorRT 10: the FP16 builder flag on the fp32 graphs; 11: needs FP16 graphs (issue 5)."""
+    from adavit_deploy.runtime.backends.trt import TrtBackend, tensorrt_major
+    from adavit_deploy.trt_build import build_engines
+
+    if tensorrt_major(trt_module) >= 11:
+        with pytest.raises(BundleError, match="no fp16 graphs"):
+            build_engines(bundle, precision="fp16", out=tmp_path / "fp16")
+        return
+    out = build_engines(bundle, precision="fp16", out=tmp_path / "fp16")
+    got = load_bundle(bundle, backend=TrtBackend(engines=out)).infer(images)
+    want = load_bundle(bundle, backend="ort").infer(images)
+    # a random model sits on its decision thresholds, so fp16 may flip some: a loose check
+    assert np.isfinite(got.logits).all() and got.logits.shape == want.logits.shape
+    assert (got.logits.argmax(1) == want.logits.argmax(1)).mean() >= 0.5
+
+
+@pytest.fixture(scope="module")
+def cuda_provider():
+    import onnxruntime
+
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        pytest.skip("onnxruntime-gpu (CUDAExecutionProvider) not installed")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU")
+
+
+def test_ort_cuda_matches_cpu(cuda_provider, bundle, images):
+    got = load_bundle(bundle, backend="ort-cuda").infer(images)
+    want = load_bundle(bundle, backend="ort").infer(images)
+    np.testing.assert_array_equal(got.token_select, want.token_select)
+    np.testing.assert_allclose(got.logits, want.logits, atol=1e-3)
