@@ -36,6 +36,7 @@ from .cost import dense_gmacs
 from .errors import AdaViTDeployError, BackendError, ConfigError, InputError
 from .runtime import AdaptiveRuntime, RoutingStats, load_bundle
 from .runtime.backends import Backend, get_backend
+from .visualize import pyplot
 
 SCHEMA = "adavit-deploy/bench"
 SCHEMA_VERSION = 1
@@ -394,11 +395,9 @@ def resolve_target(target: str | Path | None, workdir: Path, step: Callable[[str
     """A bundle directory for ``target`` (exported into ``workdir`` for a checkpoint) and how it was found."""
     info: dict[str, Any] = {"input": None if target is None else str(target), "embedded_default": target is None}
     if target is None:
-        from .export import DEFAULT_OUT
-        from .synthetic import EMBEDDED_DEFAULT, embedded_checkpoint
+        from .demo import demo_checkpoint
 
-        step(f"creating the embedded default ({EMBEDDED_DEFAULT}, random weights)")
-        target = embedded_checkpoint(DEFAULT_OUT)
+        target = demo_checkpoint()
     target = Path(target)
     if (target / MANIFEST).is_file():
         return target, {**info, "bundle": str(target), "exported": False}
@@ -613,20 +612,9 @@ def _model_name(cfg) -> str:
 ENGINE_COLORS = {"adaptive": "#1b9e77", "dense": "#7570b3", "reference": "#d95f02"}
 
 
-def _pyplot():
-    try:
-        import matplotlib
-    except ImportError:
-        raise AdaViTDeployError("--plot needs matplotlib: pip install 'adavit-deploy[plot]'") from None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def require_plotting() -> None:
     """Raise the one-line install hint now, rather than after a long run."""
-    _pyplot()
+    pyplot()
 
 
 def _short(x: float) -> str:
@@ -640,7 +628,7 @@ def times(x: float) -> str:
 
 def plot_report(report: BenchReport, path: str | Path) -> Path:
     """A PNG: throughput per engine and batch size (speedups vs dense on the bars), and the GMACs per image."""
-    plt = _pyplot()
+    plt = pyplot()
     sizes, engines = report.settings["batch_sizes"], report.settings["engines"]
     fig, (ax, hx) = plt.subplots(1, 2, figsize=(13, 5.6), gridspec_kw={"width_ratios": [1.5, 1]})
     width = 0.8 / max(len(engines), 1)

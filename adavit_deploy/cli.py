@@ -117,7 +117,7 @@ def export(
         Optional[Path],
         typer.Argument(
             help="AdaViT checkpoint (reference format, bare state dict or dense DeiT). "
-            "Default: the embedded random-weight Ada-DeiT-T at 50% GMACs."
+            "Default: the embedded demo model (AdaViT trained on handwritten digits)."
         ),
     ] = None,
     out: Annotated[
@@ -137,13 +137,11 @@ def export(
     The bundle is written atomically with a manifest (config, sha256 of every
     file, I/O signatures) and a parity report against the PyTorch model.
     """
-    from .export import DEFAULT_OUT, export_bundle
-    from .synthetic import EMBEDDED_DEFAULT, embedded_checkpoint
+    from .demo import demo_checkpoint
+    from .export import export_bundle
 
     with _errors(), console.status("exporting") as status:
-        if checkpoint is None:
-            status.update(f"exporting: creating the embedded default ({EMBEDDED_DEFAULT}, random weights)")
-            checkpoint = embedded_checkpoint(DEFAULT_OUT)
+        checkpoint = checkpoint or demo_checkpoint()
         path = export_bundle(
             checkpoint,
             out,
@@ -227,7 +225,7 @@ def inspect(
 def build_trt(
     bundle: Annotated[
         Optional[Path],
-        typer.Argument(help="Bundle directory written by `export` [default: export/bundles/random-ada-deit-t]."),
+        typer.Argument(help="Bundle directory written by `export` [default: export/bundles/ada_digits, the demo model's]."),
     ] = None,
     fp16: Annotated[
         bool,
@@ -283,7 +281,7 @@ def bench(
         Optional[Path],
         typer.Argument(
             help="Bundle directory, or a checkpoint (exported to a temporary bundle first). "
-            "Default: the embedded random-weight Ada-DeiT-T at 50% GMACs.",
+            "Default: the embedded demo model (AdaViT trained on handwritten digits).",
             show_default=False,
         ),
     ] = None,
@@ -360,9 +358,7 @@ def _print_bench(report) -> None:
     s, env = report.settings, report.environment
     target = report.target
     if target["embedded_default"]:
-        from .synthetic import EMBEDDED_DEFAULT
-
-        console.print(f"no checkpoint given: benchmarking the embedded default ({EMBEDDED_DEFAULT}, random weights)")
+        console.print("no checkpoint given: benchmarking the embedded demo model (AdaViT trained on digits)")
     title = f"{target['input'] or target['source_checkpoint']}: {target['model']}"
     table = Table(title=escape(title), box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("engine", no_wrap=True)

@@ -66,23 +66,6 @@ def random_adavit(cfg: AdaViTConfig, target: float = 0.5, seed: int = 0, samples
     return model
 
 
-#: Exported when no checkpoint is given, until the trained demo model ships.
-EMBEDDED_DEFAULT = "ada-deit-t"
-
-
-def embedded_checkpoint(directory: str | Path) -> Path:
-    """The embedded default: a seeded random Ada-DeiT-T at 50% GMACs, written once into ``directory``."""
-    from .config import preset
-
-    path = Path(directory) / f"random-{EMBEDDED_DEFAULT}.pth"
-    if not path.exists():
-        Path(directory).mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.partial")
-        random_checkpoint(preset(EMBEDDED_DEFAULT), tmp)
-        tmp.replace(path)
-    return path
-
-
 def random_checkpoint(cfg: AdaViTConfig, path: str | Path, target: float = 0.5, seed: int = 0) -> Path:
     """Write ``random_adavit(cfg, target, seed)`` in the reference checkpoint format."""
     save_checkpoint(random_adavit(cfg, target, seed), path)

@@ -37,8 +37,8 @@ from .runtime.backends.trt_manifest import ENGINE_DIR, ENGINES_JSON, EngineEntry
 from .runtime.backends.trt_profiles import Profile, ProfileSpec, graph_profiles
 
 PRECISIONS = ("fp32", "fp16", "int8")
-#: Where the bundle's default (embedded) export lands: ``adavit-deploy export`` with no checkpoint.
-DEFAULT_BUNDLE_NAME = "random-ada-deit-t"
+#: Where the embedded demo model's export lands: ``adavit-deploy export`` with no checkpoint.
+DEFAULT_BUNDLE_NAME = "ada_digits"
 
 Progress = Callable[[str], None]
 

@@ -17,14 +17,15 @@ from .errors import AdaViTDeployError
 from .runtime import InferResult
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend, or the one-line install hint."""
     try:
         import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
     except ImportError:
         raise AdaViTDeployError("plots need matplotlib: pip install 'adavit-deploy[plot]'") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     return plt
 
 
@@ -38,7 +39,7 @@ def _block_decisions(cfg: AdaViTConfig, result: InferResult, i: int, block: int)
 
 def plot_policy(cfg: AdaViTConfig, image: np.ndarray, result: InferResult, i: int, label: str, out: str | Path) -> Path:
     """Write sample ``i``'s per-block decisions over its (normalised CHW) ``image`` to ``out``."""
-    plt = _pyplot()
+    plt = pyplot()
     pre = cfg.preprocess
     rgb = image.transpose(1, 2, 0) * np.array(pre.std) + np.array(pre.mean)
     rgb = np.clip(rgb if rgb.shape[-1] == 3 else rgb.mean(-1, keepdims=True).repeat(3, -1), 0, 1)

@@ -61,3 +61,18 @@ def test_training_recipe_runs(tmp_path):
     assert json.loads((tmp_path / "m.json").read_text())["adaptive_epochs"] == 1
     model, _ = load_model(tmp_path / "m.pth")
     assert model.cfg.token_with_mlp and model.cfg.head_select and model.cfg.layer_select
+
+
+def test_shipped_samples_are_recognised():
+    """The sample PNGs go through the same eval transform as any user image."""
+    from adavit_deploy.demo import sample_images
+    from adavit_deploy.inputs import load_inputs
+
+    paths = sample_images()
+    assert [p.name for p in paths] == [f"digit_{i}.png" for i in range(10)]
+    images, labels = load_inputs(paths, DEMO_CONFIG)
+    assert labels == [p.name for p in paths]
+    model, _ = load_model(demo_checkpoint())
+    with torch.no_grad():
+        predicted = model(torch.from_numpy(images)).logits.argmax(1).numpy()
+    assert (predicted == np.arange(10)).sum() >= 9

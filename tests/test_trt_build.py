@@ -164,10 +164,10 @@ def test_resolve_bundle(bundle, tmp_path, monkeypatch):
     with pytest.raises(BundleError, match="no such bundle directory"):
         resolve_bundle(tmp_path / "missing")
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(BundleError, match="default bundle export/bundles/random-ada-deit-t does not exist"):
+    with pytest.raises(BundleError, match="default bundle export/bundles/ada_digits does not exist"):
         resolve_bundle(None)
-    (tmp_path / "export/bundles/random-ada-deit-t").mkdir(parents=True)
-    assert resolve_bundle(None).as_posix() == "export/bundles/random-ada-deit-t"
+    (tmp_path / "export/bundles/ada_digits").mkdir(parents=True)
+    assert resolve_bundle(None).as_posix() == "export/bundles/ada_digits"
 
 
 # -- the command line --------------------------------------------------------------------
@@ -200,7 +200,7 @@ def test_build_trt_bundle_errors(tmp_path, monkeypatch, no_tensorrt):
     (tmp_path / "empty").mkdir()
     _one_line(runner.invoke(app, ["build-trt", str(tmp_path / "empty")]), "not a bundle")
     monkeypatch.chdir(tmp_path)
-    _one_line(runner.invoke(app, ["build-trt"]), "default bundle export/bundles/random-ada-deit-t does not exist")
+    _one_line(runner.invoke(app, ["build-trt"]), "default bundle export/bundles/ada_digits does not exist")
 
 
 def test_build_trt_help():

@@ -64,16 +64,22 @@ def load_digits_split(cfg: AdaViTConfig = DEMO_CONFIG) -> DigitsSplit:
     return DigitsSplit(images[train], labels[train], images[test], labels[test], raw[test])
 
 
-def save_digit_images(directory: str | Path, count: int = 8) -> list[Path]:
-    """Write the first ``count`` held-out digits as PNG files (inputs for ``infer``/``inspect``)."""
+def save_digit_images(directory: str | Path) -> list[Path]:
+    """Write the first held-out digit of each class as a PNG (the shipped ``samples/``)."""
     from PIL import Image
 
     split = load_digits_split()
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     paths = []
-    for i in range(min(count, len(split.test_raw))):
-        path = directory / f"digit{i}_label{split.test_labels[i]}.png"
+    for label in range(10):
+        i = int(np.flatnonzero(split.test_labels == label)[0])
+        path = directory / f"digit_{label}.png"
         Image.fromarray(split.test_raw[i]).save(path)
         paths.append(path)
     return paths
+
+
+def sample_images() -> list[Path]:
+    """The shipped sample digits, one per class: inputs for ``infer`` and ``inspect``."""
+    return sorted(Path(str(resources.files(__package__) / "samples")).glob("digit_*.png"))
