@@ -298,31 +298,6 @@ def _last_line(text: str) -> str:
     return lines[-1].strip() if lines else "no output"
 
 
-def export_isolated(checkpoint: Path, out: Path) -> Path:
-    """``export_bundle(checkpoint, out)`` in a child process.
-
-    ONNX Runtime sizes its one thread pool once per process, and the export's
-    parity check sizes it to one thread per core; exporting elsewhere leaves
-    this process free to run every engine with the threads asked for.
-    """
-    code = (
-        "import sys\nfrom adavit_deploy.errors import AdaViTDeployError\nfrom adavit_deploy.export import export_bundle\n"
-        "try:\n    export_bundle(sys.argv[1], sys.argv[2])\n"
-        "except AdaViTDeployError as e:\n    sys.exit(f'{type(e).__name__}: {e}')\n"
-    )
-    done = subprocess.run([sys.executable, "-c", code, str(checkpoint), str(out)], capture_output=True, text=True)
-    if done.returncode:
-        from . import errors
-
-        line = _last_line(done.stderr)
-        kind, _, message = line.partition(": ")
-        error = getattr(errors, kind, None)
-        if isinstance(error, type) and issubclass(error, AdaViTDeployError):
-            raise error(message)
-        raise AdaViTDeployError(f"exporting {checkpoint} failed: {line}")
-    return out
-
-
 @contextmanager
 def _torch_threads(threads: int) -> Iterator[None]:
     import torch
@@ -391,7 +366,9 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 # -- the benchmark ------------------------------------------------------------------------
 
 
-def resolve_target(target: str | Path | None, workdir: Path, step: Callable[[str], None]) -> tuple[Path, dict[str, Any]]:
+def resolve_target(
+    target: str | Path | None, workdir: Path, threads: int, step: Callable[[str], None]
+) -> tuple[Path, dict[str, Any]]:
     """A bundle directory for ``target`` (exported into ``workdir`` for a checkpoint) and how it was found."""
     info: dict[str, Any] = {"input": None if target is None else str(target), "embedded_default": target is None}
     if target is None:
@@ -405,11 +382,10 @@ def resolve_target(target: str | Path | None, workdir: Path, step: Callable[[str
         raise InputError(f"{target}: a directory but not a bundle (no {MANIFEST}); pass a bundle or a checkpoint")
     if not target.is_file():
         raise InputError(f"{target}: no such bundle directory or checkpoint file")
-    from .model import read_checkpoint
+    from .export import export_bundle
 
-    read_checkpoint(target)  # fail here, in one line, before spawning the export
     step(f"exporting {target.name} to a temporary bundle")
-    bundle = export_isolated(target, workdir / "bundle")
+    bundle = export_bundle(target, workdir / "bundle", threads=threads)
     return bundle, {**info, "bundle": None, "checkpoint": str(target), "exported": True}
 
 
@@ -460,7 +436,7 @@ def bench(
 
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="adavit-bench-")))
-        bundle, target_info = resolve_target(target, workdir, lambda msg: say(msg, 0, 0))
+        bundle, target_info = resolve_target(target, workdir, threads, lambda msg: say(msg, 0, 0))
         rt = load_bundle(bundle, backend=backend_impl)
         cfg, manifest = rt.cfg, rt.manifest
         engine_list = [e for name, e in _bundle_engines(rt).items() if name in wanted]

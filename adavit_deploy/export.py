@@ -129,6 +129,7 @@ def export_bundle(
     max_batch: int = 32,
     overwrite: bool = False,
     parity_images: np.ndarray | None = None,
+    threads: int = 0,
     progress: Progress | None = None,
     **overrides: Any,
 ) -> Path:
@@ -136,7 +137,8 @@ def export_bundle(
 
     ``overrides`` are those of ``infer_config`` (``num_heads``,
     ``token_with_mlp``, thresholds). ``parity_images`` default to 8 seeded
-    normal samples.
+    normal samples; ``threads`` sizes ONNX Runtime's pool for the parity check
+    (it is sized once per process, so pass what the process will run with).
     """
     if opset < MIN_OPSET:
         raise ConfigError(f"--opset {opset} is too old: LayerNormalization needs opset >= {MIN_OPSET}")
@@ -176,7 +178,7 @@ def export_bundle(
         if parity_images is None:
             rng = np.random.default_rng(0)
             parity_images = rng.standard_normal((8, cfg.in_chans, cfg.img_size, cfg.img_size), dtype=np.float32)
-        runtime = AdaptiveRuntime(stage, manifest, get_backend("ort"))
+        runtime = AdaptiveRuntime(stage, manifest, get_backend("ort", threads))
         manifest.parity = parity_report(model, runtime, parity_images)
         (stage / "manifest.json").write_text(manifest.to_json())
     return out
