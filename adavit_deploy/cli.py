@@ -164,7 +164,7 @@ def export(
     console.print(
         f"parity vs PyTorch on {parity['samples']} samples: decisions {parity['decision_agreement']:.2%} equal, "
         f"top-1 {parity['top1_agreement']:.2%}, max |logit diff| {parity['max_abs_logit_diff']:.2e}; "
-        f"mean {parity['mean_gmacs']:.3f} GMACs ({parity['mean_gmacs'] / dense:.0%} of dense {dense:.3f})"
+        f"mean {parity['mean_gmacs']:.4g} GMACs ({parity['mean_gmacs'] / dense:.0%} of dense {dense:.4g})"
     )
 
 
@@ -191,7 +191,7 @@ def infer(
         result = runtime.infer(images, batch_size=batch_size)
         if output:
             result.save(output)
-            console.print(f"wrote {output}: {len(labels)} inputs, mean {result.gmacs.mean():.3f} GMACs")
+            console.print(f"wrote {output}: {len(labels)} inputs, mean {result.gmacs.mean():.4g} GMACs")
             return
     names = _class_names(runtime.cfg.num_classes)
     table = Table("input", "top-5 (probability)", "GMACs")
@@ -199,7 +199,7 @@ def infer(
     probs /= probs.sum(1, keepdims=True)
     for label, p, g in zip(labels, probs, result.gmacs):
         top = np.argsort(-p)[:5]
-        table.add_row(label, ", ".join(f"{names(i)} ({p[i]:.2f})" for i in top), f"{g:.3f}")
+        table.add_row(label, ", ".join(f"{names(i)} ({p[i]:.2f})" for i in top), f"{g:.4g}")
     console.print(table)
 
 
