@@ -33,7 +33,7 @@ import numpy as np
 
 from .bundle import MANIFEST, sha256
 from .cost import dense_gmacs
-from .errors import AdaViTDeployError, BackendError, ConfigError, InputError
+from .errors import BackendError, ConfigError, InputError
 from .runtime import AdaptiveRuntime, RoutingStats, load_bundle
 from .runtime.backends import Backend, get_backend
 from .visualize import pyplot

@@ -27,6 +27,14 @@ SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 
 
+def check_schema(d: dict[str, Any], schema: str, version: int, what: str, fix: str, error: type[Exception]) -> None:
+    """One check for every versioned JSON document we write: right kind, right version."""
+    if d.get("schema") != schema:
+        raise error(f"not an adavit-deploy {what}")
+    if d.get("schema_version") != version:
+        raise error(f"{what} version {d.get('schema_version')} is not {version}: {fix}")
+
+
 def sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -92,12 +100,7 @@ class Manifest:
     def from_json(cls, text: str, where: str = "manifest") -> "Manifest":
         try:
             d = json.loads(text)
-            if d.get("schema") != SCHEMA:
-                raise BundleError(f"{where}: not an adavit-deploy bundle manifest")
-            if d.get("schema_version") != SCHEMA_VERSION:
-                raise BundleError(
-                    f"{where}: bundle schema version {d.get('schema_version')} is not {SCHEMA_VERSION}: re-export it"
-                )
+            check_schema(d, SCHEMA, SCHEMA_VERSION, f"bundle manifest ({where})", "re-export it", BundleError)
             return cls(
                 model=AdaViTConfig.from_dict(d["model"]),
                 artifacts={k: Artifact.from_dict(v) for k, v in d["artifacts"].items()},

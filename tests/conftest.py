@@ -247,3 +247,14 @@ def images() -> Callable[..., torch.Tensor]:
         return torch.randn(batch, cfg.in_chans, cfg.img_size, cfg.img_size, generator=gen)
 
     return make
+
+
+@pytest.fixture(scope="module")
+def half_gmacs_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Ada-DeiT (3 blocks, 17 tokens, 3 heads) at ~50% GMACs, max batch 4: token buckets and head sets vary."""
+    from adavit_deploy.export import export_bundle
+    from adavit_deploy.synthetic import random_checkpoint
+
+    cfg = AdaViTConfig.from_flags(**SMALL_ARCH)
+    d = tmp_path_factory.mktemp("half-gmacs")
+    return export_bundle(random_checkpoint(cfg, d / "random.pth"), d / "bundle", max_batch=4)

@@ -19,13 +19,10 @@ import numpy as np
 import pytest
 import torch
 
-from adavit_deploy.config import AdaViTConfig
 from adavit_deploy.errors import BackendError, BundleError
-from adavit_deploy.export import export_bundle
 from adavit_deploy.runtime import load_bundle
 from adavit_deploy.runtime.backends import get_backend
 from adavit_deploy.runtime.backends.trt import require_cuda
-from adavit_deploy.synthetic import random_checkpoint
 
 # -- without TensorRT / without a GPU (run everywhere) --------------------------------------
 
@@ -64,11 +61,8 @@ def test_ort_cuda_without_the_cuda_provider_is_one_line():
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    """A tiny Ada-DeiT (3 blocks, 17 tokens, 3 heads) at ~50% GMACs: token buckets and head sets vary."""
-    cfg = AdaViTConfig.from_flags(img_size=32, patch_size=8, embed_dim=48, depth=3, num_heads=3, mlp_hidden=96, num_classes=7)
-    d = tmp_path_factory.mktemp("trt")
-    return export_bundle(random_checkpoint(cfg, d / "random.pth"), d / "bundle", max_batch=4)
+def bundle(half_gmacs_bundle):
+    return half_gmacs_bundle
 
 
 @pytest.fixture(scope="module")

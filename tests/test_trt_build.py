@@ -20,12 +20,9 @@ from typer.testing import CliRunner
 
 from adavit_deploy.bundle import Artifact, read_manifest
 from adavit_deploy.cli import app
-from adavit_deploy.config import AdaViTConfig
 from adavit_deploy.errors import BundleError, ConfigError
-from adavit_deploy.export import export_bundle
 from adavit_deploy.runtime.backends import get_backend
 from adavit_deploy.runtime.backends.trt_profiles import ProfileSpec, graph_profiles
-from adavit_deploy.synthetic import random_checkpoint
 from adavit_deploy.trt_build import (
     GraphPlan,
     graph_names,
@@ -47,11 +44,8 @@ TRT_PARSER_OPS = {
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    """A tiny Ada-DeiT (3 blocks, 17 tokens, 3 heads) at ~50% GMACs, max batch 4."""
-    cfg = AdaViTConfig.from_flags(img_size=32, patch_size=8, embed_dim=48, depth=3, num_heads=3, mlp_hidden=96, num_classes=7)
-    d = tmp_path_factory.mktemp("trt-build")
-    return export_bundle(random_checkpoint(cfg, d / "random.pth"), d / "bundle", max_batch=4)
+def bundle(half_gmacs_bundle):
+    return half_gmacs_bundle
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ...bundle import Artifact
+from ...bundle import Artifact, check_schema
 from ...errors import BackendError
 from .trt_profiles import Profile, ShapeRange
 
@@ -123,13 +123,8 @@ class EngineManifest:
     def from_json(cls, text: str, where: str = ENGINES_JSON) -> "EngineManifest":
         try:
             d = json.loads(text)
-            if d.get("schema") != SCHEMA:
-                raise BackendError(f"{where}: not an adavit-deploy TensorRT engine manifest")
-            if d.get("schema_version") != SCHEMA_VERSION:
-                raise BackendError(
-                    f"{where}: engine manifest version {d.get('schema_version')} is not {SCHEMA_VERSION}: "
-                    "rebuild the engines with `adavit-deploy build-trt`"
-                )
+            fix = "rebuild the engines with `adavit-deploy build-trt`"
+            check_schema(d, SCHEMA, SCHEMA_VERSION, f"TensorRT engine manifest ({where})", fix, BackendError)
             trt = d["tensorrt"]
             cc = trt["compute_capability"]
             return cls(
