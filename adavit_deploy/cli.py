@@ -180,13 +180,16 @@ def infer(
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Inputs per runtime call.")] = 16,
     threads: Annotated[int, typer.Option(help="Intra-op threads (0: one per core).")] = 0,
+    backend: Annotated[
+        str, typer.Option(help="ort (ONNX Runtime CPU), ort-cuda, or trt (engines from `build-trt`).")
+    ] = "ort",
 ) -> None:
     """Run the adaptive runtime: each input takes its own pruned path; prints the top-5 or writes --output."""
     from .inputs import load_inputs
     from .runtime import load_bundle
 
     with _errors():
-        runtime = load_bundle(bundle, threads=threads)
+        runtime = load_bundle(bundle, backend, threads=threads)
         images, labels = load_inputs(inputs, runtime.cfg)
         result = runtime.infer(images, batch_size=batch_size)
         if output:
