@@ -77,6 +77,15 @@ LayerThreshold = Annotated[Optional[float], typer.Option(help="Sub-layer decisio
 TokenThreshold = Annotated[Optional[float], typer.Option(help="Token decision threshold (default 0.6).")]
 
 
+def _overrides(
+    num_heads: int | None, token_with_mlp: bool | None, head: float | None, layer: float | None, token: float | None
+) -> dict:
+    """The checkpoint-override options, as ``infer_config`` takes them (``None``: not given)."""
+    return dict(
+        num_heads=num_heads, token_with_mlp=token_with_mlp, head_threshold=head, layer_threshold=layer, token_threshold=token
+    )
+
+
 @app.command()
 def info(
     checkpoint: Annotated[Path, typer.Argument(help="AdaViT (reference format), bare state dict or dense DeiT checkpoint.")],
@@ -93,11 +102,7 @@ def info(
     with _errors():
         report = describe_checkpoint(
             checkpoint,
-            num_heads=num_heads,
-            token_with_mlp=token_with_mlp,
-            head_threshold=head_threshold,
-            layer_threshold=layer_threshold,
-            token_threshold=token_threshold,
+            **_overrides(num_heads, token_with_mlp, head_threshold, layer_threshold, token_threshold),
         )
     if json_out:
         print(json.dumps(report, indent=2))
@@ -149,11 +154,7 @@ def export(
             max_batch=max_batch,
             overwrite=overwrite,
             progress=lambda msg: status.update(f"exporting: {msg}"),
-            num_heads=num_heads,
-            token_with_mlp=token_with_mlp,
-            head_threshold=head_threshold,
-            layer_threshold=layer_threshold,
-            token_threshold=token_threshold,
+            **_overrides(num_heads, token_with_mlp, head_threshold, layer_threshold, token_threshold),
         )
     from .bundle import read_manifest
     from .cost import dense_gmacs
