@@ -6,6 +6,10 @@ One run, on the same inputs, of three engines:
 - ``dense``: the bundle's dense baseline graph, same weights, same backend,
 - ``reference``: the masked PyTorch model (what users of the reference code run).
 
+``adaptive`` and ``dense`` also run at reduced precision when the bundle has
+the graphs: ``adaptive.int8``, ``dense.fp16``..., compared with their fp32
+selves (speed-up, decision and top-1 agreement) in the same run.
+
 Measured honestly: inputs are loaded and batched before any timing, warm-up
 calls are thrown away, every engine runs with the same intra-op threads, the
 engines alternate in rounds (a noisy machine slows them all alike, and the
@@ -31,7 +35,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from .bundle import MANIFEST, sha256
+from .bundle import MANIFEST, PRECISIONS, sha256
 from .cost import dense_gmacs
 from .errors import BackendError, ConfigError, InputError
 from .runtime import AdaptiveRuntime, RoutingStats, load_bundle
@@ -66,6 +70,7 @@ class BenchReport:
     target: dict[str, Any] = field(default_factory=dict)
     gmacs: dict[str, Any] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
+    precision_parity: dict[str, Any] = field(default_factory=dict)  # "adaptive.int8" -> vs "adaptive"
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, **asdict(self)}
@@ -105,13 +110,26 @@ def parse_batch_sizes(value: str | int | Sequence[int]) -> tuple[int, ...]:
     return tuple(dict.fromkeys(sizes))
 
 
+def split_engine(name: str) -> tuple[str, str]:
+    """``"adaptive.int8"`` -> ``("adaptive", "int8")``; no suffix is fp32."""
+    base, _, precision = name.partition(".")
+    return base, precision or "fp32"
+
+
 def parse_engines(value: str | Sequence[str]) -> tuple[str, ...]:
-    """``"adaptive,dense"`` -> ``("adaptive", "dense")``, in the canonical order."""
+    """``"dense,adaptive.int8,adaptive"`` -> ``("adaptive", "adaptive.int8", "dense")``, in the canonical order.
+
+    ``adaptive`` and ``dense`` take a precision suffix (``.fp16``, ``.int8``).
+    """
     names = [n.strip() for n in (value.split(",") if isinstance(value, str) else value) if n.strip()]
-    unknown = sorted(set(names) - set(ENGINES))
+    known = [*ENGINES, *(f"{e}.{p}" for e in ENGINES[:2] for p in PRECISIONS[1:])]
+    unknown = sorted(set(names) - set(known))
     if unknown or not names:
-        raise ConfigError(f"--engines {','.join(names)!r}: choose among {','.join(ENGINES)}")
-    return tuple(e for e in ENGINES if e in names)
+        raise ConfigError(
+            f"--engines {','.join(names)!r}: choose among {','.join(ENGINES)} "
+            f"(adaptive and dense may end in .{' or .'.join(PRECISIONS[1:])})"
+        )
+    return tuple(e for e in known if e in names)
 
 
 def make_backend(name: str, threads: int) -> Backend:
@@ -178,11 +196,11 @@ class Engine:
     account: Callable[[Any], tuple[np.ndarray | None, RoutingStats | None]] = lambda out: (None, None)
 
 
-def _bundle_engines(rt: AdaptiveRuntime) -> dict[str, Engine]:
-    return {
-        "adaptive": Engine("adaptive", rt.infer, account=lambda r: (r.gmacs, r.routing)),
-        "dense": Engine("dense", rt.dense),
-    }
+def _bundle_engine(name: str, rt: AdaptiveRuntime) -> Engine:
+    """``adaptive[.p]`` or ``dense[.p]`` of a runtime loaded at precision ``p``."""
+    if split_engine(name)[0] == "adaptive":
+        return Engine(name, rt.infer, account=lambda r: (r.gmacs, r.routing))
+    return Engine(name, rt.dense)
 
 
 def _reference_engine(model) -> Engine:
@@ -256,7 +274,7 @@ def time_engines(
     return out
 
 
-def _memory_child(engine: str, bundle: str, batch_file: str, threads: str, backend: str) -> None:
+def _memory_child(engine: str, bundle: str, batch_file: str, threads: str, backend: str, budget: str) -> None:
     """Entry point of a memory child: load one engine, run it, print VmHWM in MiB."""
     images = np.load(batch_file)
     if engine == "reference":
@@ -271,8 +289,9 @@ def _memory_child(engine: str, bundle: str, batch_file: str, threads: str, backe
         run = _reference_engine(model).run
         x = torch.from_numpy(images)
     else:
-        rt = load_bundle(bundle, backend=make_backend(backend, int(threads)))
-        run, x = (rt.infer if engine == "adaptive" else rt.dense), images
+        base, precision = split_engine(engine)
+        rt = load_bundle(bundle, backend=make_backend(backend, int(threads)), budget=budget, precision=precision)
+        run, x = (rt.infer if base == "adaptive" else rt.dense), images
     for _ in range(MEMORY_CALLS):
         run(x)
     with open("/proc/self/status") as f:
@@ -280,13 +299,15 @@ def _memory_child(engine: str, bundle: str, batch_file: str, threads: str, backe
     print(kib / 1024)
 
 
-def peak_rss_mib(engine: str, bundle: Path, batch: np.ndarray, threads: int, backend: str, workdir: Path) -> float:
+def peak_rss_mib(
+    engine: str, bundle: Path, batch: np.ndarray, threads: int, backend: str, workdir: Path, budget: str = "native"
+) -> float:
     """Peak RSS of ``engine`` alone on ``batch``, in a fresh process (``ru_maxrss`` would include ours)."""
     batch_file = workdir / f"batch-{len(batch)}.npy"
     if not batch_file.exists():
         np.save(batch_file, batch)
     code = "import sys; from adavit_deploy.bench import _memory_child; _memory_child(*sys.argv[1:])"
-    args = [engine, str(bundle), str(batch_file), str(threads), backend]
+    args = [engine, str(bundle), str(batch_file), str(threads), backend, budget]
     done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
     if done.returncode:
         raise BackendError(f"measuring the peak memory of {engine} at batch {len(batch)} failed: {_last_line(done.stderr)}")
@@ -389,18 +410,20 @@ def resolve_target(
     return bundle, {**info, "bundle": None, "checkpoint": str(target), "exported": True}
 
 
-def _check_options(iterations: int, warmup: int, threads: int, budget: str) -> None:
+def _check_options(iterations: int, warmup: int, threads: int, budget: str) -> str:
+    """Validate the numbers; return the budget's canonical name."""
+    from .calibration import parse_budgets
+
     if iterations < 1:
         raise ConfigError(f"--iterations {iterations}: must be >= 1")
     if warmup < 0:
         raise ConfigError(f"--warmup {warmup}: must be >= 0")
     if threads < 0:
         raise ConfigError(f"--threads {threads}: must be >= 0 (0: one per core)")
-    if budget != "native":
-        raise ConfigError(
-            f"--budget {budget!r}: only 'native' (the checkpoint's own thresholds) exists; "
-            "calibrated budgets are not shipped yet"
-        )
+    names = parse_budgets(str(budget))
+    if len(names) != 1:
+        raise ConfigError(f"--budget {budget!r}: give one budget (bench runs one at a time)")
+    return names[0]
 
 
 def bench(
@@ -412,7 +435,7 @@ def bench(
     warmup: int = 2,
     threads: int = 0,
     images: str | Path | np.ndarray | None = None,
-    budget: str = "native",
+    budget: str | float = "native",
     engines: str | Sequence[str] = ENGINES,
     memory: bool = True,
     seed: int = 0,
@@ -425,10 +448,11 @@ def bench(
     every engine. ``images``: a directory of images, an image / ``.npy`` /
     ``.npz`` file, an array, or ``None`` for ``max(32, largest batch)`` seeded
     normal samples; batches cycle through them. ``memory=False`` skips the
-    peak-memory children.
+    peak-memory children. ``budget``: one of the bundle's budgets; the
+    adaptive engines run at it (a checkpoint has only ``native``).
     """
     sizes, wanted = parse_batch_sizes(batch_sizes), parse_engines(engines)
-    _check_options(iterations, warmup, threads, budget)
+    budget = _check_options(iterations, warmup, threads, budget)
     threads = threads or os.cpu_count() or 1
     say = progress or (lambda what, done, total: None)
     backend_impl = make_backend(backend, threads)  # fails fast, before any export
@@ -437,9 +461,14 @@ def bench(
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="adavit-bench-")))
         bundle, target_info = resolve_target(target, workdir, threads, lambda msg: say(msg, 0, 0))
-        rt = load_bundle(bundle, backend=backend_impl)
+        rt = load_bundle(bundle, backend=backend_impl, budget=budget)
         cfg, manifest = rt.cfg, rt.manifest
-        engine_list = [e for name, e in _bundle_engines(rt).items() if name in wanted]
+        runtimes = {"fp32": rt}
+        for name in wanted:
+            base, precision = split_engine(name)
+            if base != "reference" and precision not in runtimes:
+                runtimes[precision] = AdaptiveRuntime(bundle, manifest, backend_impl, budget, precision)
+        engine_list = [_bundle_engine(n, runtimes[split_engine(n)[1]]) for n in wanted if n != "reference"]
         model = None
         if "reference" in wanted:
             model, reason = reference_model(bundle, manifest)
@@ -458,10 +487,13 @@ def bench(
         say("checking parity against PyTorch" if model is not None else "routing the inputs", 0, 0)
         full = rt.infer(pool, batch_size=chunk)
         parity = None
-        if model is not None:
-            from .export import parity_report
+        from .export import compare, parity_report
 
+        if model is not None:
             parity = _merge_parity([parity_report(model, rt, pool[i : i + chunk]) for i in range(0, len(pool), chunk)])
+        precision_parity = {
+            f"adaptive.{p}": compare(full, r.infer(pool, batch_size=chunk)) for p, r in runtimes.items() if p != "fp32"
+        }
 
         dense = dense_gmacs(cfg)
         total = len(sizes) * len(names) * (warmup + iterations + (1 if memory else 0))
@@ -480,7 +512,7 @@ def bench(
             for name in names:
                 peak = None
                 if memory:
-                    peak = peak_rss_mib(name, bundle, batches[0], threads, backend, workdir)
+                    peak = peak_rss_mib(name, bundle, batches[0], threads, backend, workdir, budget)
                     tick(f"{name}: peak memory")
                 rows[name] = _result_row(name, b, timed[name], peak, dense)
             results += rows.values()
@@ -519,6 +551,7 @@ def bench(
             "per_image": full.gmacs.astype(float).tolist(),
         },
         skipped=skipped,
+        precision_parity=precision_parity,
     )
 
 
@@ -532,7 +565,7 @@ def _result_row(name: str, b: int, timed: dict[str, Any], peak: float | None, de
         "throughput_ips": b / (lat["p50"] / 1e3),
         "gmacs_mean": gmacs,
         # the reference masks: it computes the whole dense model whatever it decides
-        "gmacs_executed_mean": gmacs if name == "adaptive" else dense,
+        "gmacs_executed_mean": gmacs if split_engine(name)[0] == "adaptive" else dense,
         "peak_rss_mib": peak,
         "iterations": len(timed["seconds"]),
     }
@@ -576,6 +609,12 @@ def _compare(b: int, rows: dict[str, dict[str, Any]], dense_g: float) -> dict[st
         "reference_speedup_vs_dense": _ratio(p50.get("dense"), p50.get("reference")),
         "speedup_vs_reference": _ratio(p50.get("reference"), p50.get("adaptive")),
         "memory_ratio_vs_dense": _ratio(peak.get("adaptive"), peak.get("dense")),
+        # a reduced-precision engine against its own fp32 self, e.g. "adaptive.int8" vs "adaptive"
+        "speedup_vs_fp32": {
+            name: _ratio(p50[split_engine(name)[0]], t)
+            for name, t in p50.items()
+            if split_engine(name)[1] != "fp32" and split_engine(name)[0] in p50
+        },
     }
 
 

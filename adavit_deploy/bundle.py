@@ -1,8 +1,10 @@
 """The bundle: a directory of graphs plus the one manifest that describes it.
 
 ``manifest.json`` is the single source of truth a runtime needs: model config
-and flags, preprocessing, every artifact with its sha256 and I/O signature,
-opset and producer versions, and the parity measured at export. Bundles are
+and flags, preprocessing, the budgets (decision thresholds per compute
+budget), every artifact with its sha256 and I/O signature (precision
+variants as ``<graph>.fp16`` / ``<graph>.int8``), opset and producer
+versions, and the parity measured at export. Bundles are
 written into a hidden staging directory and renamed into place only when
 complete, so an interrupted export never leaves something that looks whole.
 """
@@ -19,11 +21,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from .config import AdaViTConfig
+from .config import AdaViTConfig, Thresholds
 from .errors import BundleError
 
 SCHEMA = "adavit-deploy/bundle"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: policy graphs output probabilities; budgets
 MANIFEST = "manifest.json"
 
 
@@ -69,6 +71,45 @@ class Artifact:
         )
 
 
+NATIVE = "native"
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+def budget_name(value: str | float) -> str:
+    """Canonical key of a budget: ``native`` or the fraction as ``%g`` (``0.70`` -> ``0.7``)."""
+    if isinstance(value, str) and value.strip() == NATIVE:
+        return NATIVE
+    return f"{float(value):g}"
+
+
+def variant_key(graph: str, precision: str) -> str:
+    """Manifest key of ``graph`` at ``precision``: ``attn_0``, ``attn_0.fp16``, ``attn_0.int8``."""
+    return graph if precision == "fp32" else f"{graph}.{precision}"
+
+
+@dataclass
+class Budget:
+    """The decision thresholds that hold one compute budget, and the shapes it runs at.
+
+    ``target`` is a fraction of dense GMACs (``None`` for ``native``, the
+    checkpoint's own thresholds). The rest is measured on the calibration set:
+    ``gmacs_fraction`` (mean), ``token_edges`` (kept-token bucket edges, the
+    TensorRT profile ranges), ``opt_heads`` (most common kept-head count) and
+    ``search`` (how the thresholds were found).
+    """
+
+    thresholds: Thresholds
+    target: float | None = None
+    gmacs_fraction: float | None = None
+    token_edges: list[int] = field(default_factory=list)
+    opt_heads: int | None = None
+    search: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Budget":
+        return cls(**{**d, "thresholds": Thresholds(**d["thresholds"])})
+
+
 @dataclass
 class Manifest:
     model: AdaViTConfig
@@ -78,6 +119,25 @@ class Manifest:
     producer: dict[str, str]
     source: dict[str, Any] = field(default_factory=dict)
     parity: dict[str, Any] = field(default_factory=dict)
+    budgets: dict[str, Budget] = field(default_factory=dict)
+    calibration: dict[str, Any] = field(default_factory=dict)  # summary; the full record is calibration.json
+
+    def __post_init__(self) -> None:
+        self.budgets.setdefault(NATIVE, Budget(self.model.thresholds))
+
+    @property
+    def precisions(self) -> list[str]:
+        """Precisions the bundle has graphs for (fp32 always)."""
+        return [p for p in PRECISIONS if p == "fp32" or any(k.endswith(f".{p}") for k in self.artifacts)]
+
+    def budget(self, name: str | float) -> Budget:
+        key = budget_name(name)
+        if key not in self.budgets:
+            raise BundleError(
+                f"this bundle has no budget {key} (it has {', '.join(self.budgets)}): "
+                f"re-export with --budgets {','.join([*self.budgets, key])}"
+            )
+        return self.budgets[key]
 
     def to_json(self) -> str:
         return json.dumps(
@@ -90,7 +150,9 @@ class Manifest:
                 "flags": self.model.flags(),
                 "opset": self.opset,
                 "max_batch": self.max_batch,
+                "budgets": {k: asdict(v) for k, v in self.budgets.items()},
                 "artifacts": {k: asdict(v) for k, v in self.artifacts.items()},
+                "calibration": self.calibration,
                 "parity": self.parity,
             },
             indent=2,
@@ -109,6 +171,8 @@ class Manifest:
                 producer=d["producer"],
                 source=d.get("source", {}),
                 parity=d.get("parity", {}),
+                budgets={k: Budget.from_dict(v) for k, v in d.get("budgets", {}).items()},
+                calibration=d.get("calibration", {}),
             )
         except (json.JSONDecodeError, KeyError, TypeError) as e:
             raise BundleError(f"{where}: malformed manifest ({type(e).__name__}: {e})") from None

@@ -75,6 +75,11 @@ TokenWithMlp = Annotated[
 HeadThreshold = Annotated[Optional[float], typer.Option(help="Head decision threshold (default 0.5).")]
 LayerThreshold = Annotated[Optional[float], typer.Option(help="Sub-layer decision threshold (default 0.5).")]
 TokenThreshold = Annotated[Optional[float], typer.Option(help="Token decision threshold (default 0.6).")]
+# -- options shared by the commands that run a bundle ---------------------------
+Budget = Annotated[
+    str, typer.Option(help="Which of the bundle's budgets to run: native (the checkpoint's thresholds) or e.g. 0.5.")
+]
+Precision = Annotated[str, typer.Option(help="Graph precision: fp32, or fp16 / int8 if the bundle was exported with them.")]
 
 
 def _overrides(
@@ -131,6 +136,23 @@ def export(
     opset: Annotated[int, typer.Option(help="ONNX opset (>= 17: LayerNormalization as one op).")] = 17,
     max_batch: Annotated[int, typer.Option(help="Largest batch the bundle promises (TensorRT profiles use it).")] = 32,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing bundle directory.")] = False,
+    budgets: Annotated[
+        str,
+        typer.Option(
+            help="Comma-separated budgets: native (the checkpoint's thresholds) and fractions of dense GMACs, "
+            "e.g. native,0.7,0.5. Fractions are calibrated on --calib."
+        ),
+    ] = "native",
+    calib: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Calibration set for budgets and --int8: a folder of images, an .npz/.npy of normalised NCHW "
+            "images, or 'demo' (the demo model's training digits) [default: demo for the demo model]."
+        ),
+    ] = None,
+    calib_count: Annotated[int, typer.Option(help="Calibration images to use (a seeded subset of --calib).")] = 256,
+    fp16: Annotated[bool, typer.Option("--fp16", help="Add FP16 graphs (I/O, LayerNorm, Softmax, policy in fp32).")] = False,
+    int8: Annotated[bool, typer.Option("--int8", help="Add INT8 Q/DQ graphs calibrated on --calib.")] = False,
     num_heads: NumHeads = None,
     token_with_mlp: TokenWithMlp = None,
     head_threshold: HeadThreshold = None,
@@ -139,14 +161,16 @@ def export(
 ) -> None:
     """Trace the policy net, the pruned per-block graphs, stem, classifier and dense baseline to an ONNX bundle.
 
-    The bundle is written atomically with a manifest (config, sha256 of every
-    file, I/O signatures) and a parity report against the PyTorch model.
+    The bundle is written atomically with a manifest (config, budgets, sha256
+    of every file, I/O signatures) and a parity report against the PyTorch
+    model (and, for --fp16 / --int8, against the fp32 graphs).
     """
     from .demo import demo_checkpoint
     from .export import export_bundle
 
     with _errors(), console.status("exporting") as status:
-        checkpoint = checkpoint or demo_checkpoint()
+        if checkpoint is None:
+            checkpoint, calib = demo_checkpoint(), calib or "demo"
         path = export_bundle(
             checkpoint,
             out,
@@ -154,6 +178,11 @@ def export(
             max_batch=max_batch,
             overwrite=overwrite,
             progress=lambda msg: status.update(f"exporting: {msg}"),
+            budgets=budgets,
+            calibration=calib,
+            calib_count=calib_count,
+            fp16=fp16,
+            int8=int8,
             **_overrides(num_heads, token_with_mlp, head_threshold, layer_threshold, token_threshold),
         )
     from .bundle import read_manifest
@@ -165,8 +194,22 @@ def export(
     console.print(
         f"parity vs PyTorch on {parity['samples']} samples: decisions {parity['decision_agreement']:.2%} equal, "
         f"top-1 {parity['top1_agreement']:.2%}, max |logit diff| {parity['max_abs_logit_diff']:.2e}; "
-        f"mean {parity['mean_gmacs']:.4g} GMACs ({parity['mean_gmacs'] / dense:.0%} of dense {dense:.4g})"
+        f"mean {parity['mean_gmacs']:.4g} GMACs ({parity['mean_gmacs'] / dense:.0%} of dense {dense:.4g})",
+        highlight=False,
     )
+    if manifest.calibration:
+        table = Table("budget", "head / layer / token thresholds", "GMACs (calibration set)", "search", box=None)
+        for name, b in manifest.budgets.items():
+            t = b.thresholds
+            how = b.search.get("mix", b.search.get("method", ""))
+            table.add_row(name, f"{t.head:.3f} / {t.layer:.3f} / {t.token:.3f}", f"{b.gmacs_fraction:.1%} of dense", how)
+        console.print(table)
+    for precision, p in parity.get("vs_fp32", {}).items():
+        console.print(
+            f"{precision} vs fp32 on {p['samples']} samples: decisions {p['decision_agreement']:.2%} equal, "
+            f"top-1 {p['top1_agreement']:.2%}, max |logit diff| {p['max_abs_logit_diff']:.2e}",
+            highlight=False,
+        )
 
 
 @app.command()
@@ -184,13 +227,15 @@ def infer(
     backend: Annotated[
         str, typer.Option(help="ort (ONNX Runtime CPU), ort-cuda, or trt (engines from `build-trt`).")
     ] = "ort",
+    budget: Budget = "native",
+    precision: Precision = "fp32",
 ) -> None:
     """Run the adaptive runtime: each input takes its own pruned path; prints the top-5 or writes --output."""
     from .inputs import load_inputs
     from .runtime import load_bundle
 
     with _errors():
-        runtime = load_bundle(bundle, backend, threads=threads)
+        runtime = load_bundle(bundle, backend, threads=threads, budget=budget, precision=precision)
         images, labels = load_inputs(inputs, runtime.cfg)
         result = runtime.infer(images, batch_size=batch_size)
         if output:
@@ -215,12 +260,13 @@ def inspect(
         Path, typer.Option("--out", "-o", help="PNG to write; with several images, one file per image named after it.")
     ] = Path("policy.png"),
     threads: Annotated[int, typer.Option(help="Intra-op threads (0: one per core).")] = 0,
+    budget: Budget = "native",
 ) -> None:
     """Draw, per block, the patches kept, the heads and sub-layers that ran, and the GMACs of each image."""
     from .visualize import inspect_bundle
 
     with _errors():
-        paths = inspect_bundle(bundle, images, out, threads=threads)
+        paths = inspect_bundle(bundle, images, out, threads=threads, budget=budget)
     for path in paths:
         console.print(f"wrote {path}")
 
@@ -249,6 +295,13 @@ def build_trt(
         Optional[Path], typer.Option(help="Tactic timing cache file: read if it exists, written after the build.")
     ] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Engine directory [default: BUNDLE/trt].")] = None,
+    budget: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            help="Size the token-bucket profiles for this budget of the bundle (repeat for several); "
+            "default: equal-width buckets."
+        ),
+    ] = None,
 ) -> None:
     """Build a TensorRT engine per graph of a bundle, with an optimization profile per token bucket.
 
@@ -267,6 +320,7 @@ def build_trt(
             timing_cache=timing_cache,
             out=out,
             progress=lambda msg: status.update(f"build-trt: {msg}"),
+            budgets=budget,
         )
     from .runtime.backends.trt_manifest import read_engine_manifest
 
@@ -300,11 +354,13 @@ def bench(
         Optional[Path],
         typer.Option(help="Image directory, image file or .npy/.npz (key 'images'); default: 32 seeded normal samples."),
     ] = None,
-    budget: Annotated[
-        str, typer.Option(help="Decision thresholds to run: only 'native' (the checkpoint's own) for now.")
-    ] = "native",
+    budget: Budget = "native",
     engines: Annotated[
-        str, typer.Option(help="Comma-separated subset of adaptive,dense,reference.")
+        str,
+        typer.Option(
+            help="Comma-separated subset of adaptive,dense,reference; adaptive and dense may end in .fp16 or .int8 "
+            "(e.g. adaptive,adaptive.int8) to compare precisions in the same run."
+        ),
     ] = "adaptive,dense,reference",
     memory: Annotated[
         bool, typer.Option("--memory/--no-memory", help="Measure each engine's peak RSS in a child process.")
@@ -391,10 +447,18 @@ def _print_bench(report) -> None:
             if c["reference_speedup_vs_dense"] is not None:
                 line += f"; reference (masked PyTorch) {times(c['reference_speedup_vs_dense'])} dense"
             console.print(line, highlight=False)
+        for engine, ratio in c.get("speedup_vs_fp32", {}).items():
+            console.print(f"batch {c['batch_size']}: {engine} {times(ratio)} its fp32 self", highlight=False)
     p = report.parity
     if p:
         console.print(
             f"parity vs PyTorch on {p['samples']} inputs: decisions {p['decision_agreement']:.2%} equal, "
+            f"top-1 {p['top1_agreement']:.2%}, max |logit diff| {p['max_abs_logit_diff']:.2e}",
+            highlight=False,
+        )
+    for engine, p in report.precision_parity.items():
+        console.print(
+            f"{engine} vs fp32 on {p['samples']} inputs: decisions {p['decision_agreement']:.2%} equal, "
             f"top-1 {p['top1_agreement']:.2%}, max |logit diff| {p['max_abs_logit_diff']:.2e}",
             highlight=False,
         )

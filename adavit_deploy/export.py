@@ -5,6 +5,11 @@ The graph split (``model/pruned.py``): ``stem``, per block ``policy_L``
 head axes), ``head``, and ``dense`` (the baseline). ``constants.npz`` holds
 what a block adds when every head is dropped.
 
+With a calibration set, export also finds the thresholds of each budget
+(``calibration/budgets.py``) and writes ``calibration.json``; ``fp16`` and
+``int8`` add a variant of every graph (``<graph>.fp16`` / ``<graph>.int8``),
+each checked against the fp32 graphs on the calibration images.
+
 We trace with the TorchScript exporter (``dynamo=False``): these are small
 static modules, it exports each in ~0.1 s where the dynamo exporter takes
 ~4 s, and it emits opset-17 ``LayerNormalization`` as one op.
@@ -12,21 +17,23 @@ static modules, it exports each in ~0.1 s where the dynamo exporter takes
 
 from __future__ import annotations
 
+import json
 import platform
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import onnx
 import torch
 
 from . import __version__
-from .bundle import Artifact, Manifest, TensorSpec, sha256, staged_directory
+from .bundle import NATIVE, Artifact, Manifest, TensorSpec, sha256, staged_directory, variant_key
+from .calibration import CalibrationSet, calibrate_budgets, load_calibration, parse_budgets
 from .errors import ConfigError
 from .model import AdaViT, load_model
 from .model.pruned import Classifier, DenseViT, Policy, PrunedAttention, PrunedMlp, Stem, block_constants
-from .runtime.adaptive import AdaptiveRuntime
+from .runtime.adaptive import AdaptiveRuntime, InferResult
 from .runtime.backends import get_backend
 
 DEFAULT_OUT = Path("export/bundles")
@@ -45,7 +52,7 @@ def _graphs(model: AdaViT) -> list[tuple[str, torch.nn.Module, dict[str, torch.T
     tokens_axes = {"x": {0: "batch", 1: "tokens"}, "y": {0: "batch", 1: "tokens"}}
     graphs = [("stem", Stem(model), {"images": images}, ["tokens"], {"images": {0: "batch"}, "tokens": {0: "batch"}})]
     for i, block in enumerate(model.blocks):
-        policy = Policy(block, cfg.thresholds)
+        policy = Policy(block)
         if policy.outputs:
             axes = {"x": {0: "batch"}, **{o: {0: "batch"} for o in policy.outputs}}
             graphs.append((f"policy_{i}", policy, {"x": x}, policy.outputs, axes))
@@ -100,25 +107,58 @@ def export_onnx(module: torch.nn.Module, inputs: dict[str, torch.Tensor], output
     return Artifact(path.name, sha256(path), _specs(graph.input), _specs(graph.output))
 
 
+def compare(ref: Any, got: InferResult) -> dict[str, Any]:
+    """Decision agreement, top-1 agreement and max |logit diff| of ``got`` against ``ref``.
+
+    ``ref`` has the same fields as ``InferResult`` (numpy arrays or torch tensors).
+    """
+    arrays = {k: np.asarray(getattr(ref, k)) for k in ("logits", *InferResult.DECISIONS)}
+    agree = sum(int((arrays[k] == getattr(got, k)).sum()) for k in InferResult.DECISIONS)
+    total = sum(arrays[k].size for k in InferResult.DECISIONS)
+    return {
+        "samples": int(len(got.logits)),
+        "max_abs_logit_diff": float(np.abs(arrays["logits"] - got.logits).max()),
+        "top1_agreement": float((arrays["logits"].argmax(1) == got.logits.argmax(1)).mean()),
+        "decision_agreement": float(agree / total) if total else 1.0,
+        "mean_gmacs": float(got.gmacs.mean()),
+    }
+
+
 def parity_report(model: AdaViT, runtime: AdaptiveRuntime, images: np.ndarray) -> dict[str, Any]:
     """PyTorch masked model vs the bundle on the same inputs."""
     with torch.no_grad():
         ref = model(torch.from_numpy(images))
         dense_ref = model(torch.from_numpy(images), force_dense=True).logits.numpy()
-    got = runtime.infer(images)
-    agree, total = 0, 0
-    for key in ("head_select", "layer_select", "token_select"):
-        a, b = getattr(ref, key).numpy(), getattr(got, key)
-        agree += int((a == b).sum())
-        total += a.size
-    return {
-        "samples": int(len(images)),
-        "max_abs_logit_diff": float(np.abs(ref.logits.numpy() - got.logits).max()),
-        "top1_agreement": float((ref.logits.numpy().argmax(1) == got.logits.argmax(1)).mean()),
-        "decision_agreement": float(agree / total) if total else 1.0,
-        "dense_max_abs_logit_diff": float(np.abs(dense_ref - runtime.dense(images)).max()),
-        "mean_gmacs": float(got.gmacs.mean()),
-    }
+    report = compare(ref, runtime.infer(images))
+    report["dense_max_abs_logit_diff"] = float(np.abs(dense_ref - runtime.dense(images)).max())
+    return report
+
+
+def add_variants(stage: Path, manifest: Manifest, precision: str, calib: CalibrationSet | None, threads: int, step: Progress) -> None:
+    """Write the ``precision`` variant of every graph into ``stage`` and register it in ``manifest``.
+
+    Policy graphs stay float in every variant (their variant is the fp32
+    file): they end in the decision logits, and a flipped decision changes
+    which work runs.
+    """
+    from .calibration.fp16 import convert_fp16
+    from .calibration.int8 import quantize_graph, record_feeds
+
+    graphs = [k for k, a in manifest.artifacts.items() if a.inputs and "." not in k]
+    feeds = record_feeds(AdaptiveRuntime(stage, manifest, get_backend("ort", threads)), calib.images) if precision == "int8" else {}
+    for name in graphs:
+        src = manifest.artifacts[name]
+        if name.startswith("policy_"):
+            manifest.artifacts[variant_key(name, precision)] = src
+            continue
+        step(f"{precision}: {name}")
+        dst = stage / f"{name}.{precision}.onnx"
+        if precision == "fp16":
+            convert_fp16(stage / src.file, dst)
+        else:
+            quantize_graph(stage / src.file, feeds.get(name, []), dst)
+        graph = onnx.load(str(dst), load_external_data=False).graph
+        manifest.artifacts[variant_key(name, precision)] = Artifact(dst.name, sha256(dst), _specs(graph.input), _specs(graph.output))
 
 
 def export_bundle(
@@ -131,6 +171,11 @@ def export_bundle(
     parity_images: np.ndarray | None = None,
     threads: int = 0,
     progress: Progress | None = None,
+    budgets: str | Sequence[str] = (NATIVE,),
+    calibration: str | Path | None = None,
+    calib_count: int = 256,
+    fp16: bool = False,
+    int8: bool = False,
     **overrides: Any,
 ) -> Path:
     """Export ``checkpoint`` to a verified bundle directory and return its path.
@@ -139,16 +184,26 @@ def export_bundle(
     ``token_with_mlp``, thresholds). ``parity_images`` default to 8 seeded
     normal samples; ``threads`` sizes ONNX Runtime's pool for the parity check
     (it is sized once per process, so pass what the process will run with).
+    ``budgets`` other than ``native`` and ``int8`` need ``calibration``: a
+    folder of images, an ``.npz``/``.npy`` or ``"demo"`` (``calibration/data.py``).
     """
     if opset < MIN_OPSET:
         raise ConfigError(f"--opset {opset} is too old: LayerNormalization needs opset >= {MIN_OPSET}")
     if max_batch < 1:
         raise ConfigError(f"--max-batch must be >= 1, got {max_batch}")
+    names = parse_budgets(budgets)
+    needs = [f"--budgets {n}" for n in names if n != NATIVE] + (["--int8"] if int8 else [])
+    if needs and calibration is None:
+        raise ConfigError(f"{' and '.join(needs[:2])} need a calibration set: pass --calib (a folder of images, an .npz, or demo)")
     step = progress or (lambda _: None)
     checkpoint = Path(checkpoint)
     step("loading checkpoint")
     model, ckpt = load_model(checkpoint, **overrides)
     cfg = model.cfg
+    calib = None
+    if calibration is not None:
+        step("reading the calibration set")
+        calib = load_calibration(calibration, cfg, calib_count)
     out = Path(out) if out else DEFAULT_OUT / checkpoint.name.split(".")[0]
     with staged_directory(out, overwrite) as stage:
         artifacts = {}
@@ -180,5 +235,19 @@ def export_bundle(
             parity_images = rng.standard_normal((8, cfg.in_chans, cfg.img_size, cfg.img_size), dtype=np.float32)
         runtime = AdaptiveRuntime(stage, manifest, get_backend("ort", threads))
         manifest.parity = parity_report(model, runtime, parity_images)
+        if calib is not None:
+            step(f"calibrating budgets {', '.join(names)} on {len(calib.images)} images")
+            manifest.budgets, stats = calibrate_budgets(runtime, calib.images, names, progress=step)
+            record = {"schema": "adavit-deploy/calibration", "schema_version": 1, **calib.record, "budgets": stats}
+            (stage / "calibration.json").write_text(json.dumps(record, indent=2))
+            manifest.artifacts["calibration"] = Artifact("calibration.json", sha256(stage / "calibration.json"))
+            manifest.calibration = {"file": "calibration.json", "source": calib.record["source"], "count": len(calib.images)}
+        check = calib.images if calib is not None else parity_images
+        fp32 = runtime.infer(check)
+        for precision, wanted in (("fp16", fp16), ("int8", int8)):
+            if wanted:
+                add_variants(stage, manifest, precision, calib, threads, step)
+                got = AdaptiveRuntime(stage, manifest, runtime.backend, precision=precision).infer(check)
+                manifest.parity.setdefault("vs_fp32", {})[precision] = compare(fp32, got)
         (stage / "manifest.json").write_text(manifest.to_json())
     return out

@@ -23,6 +23,7 @@ per routed group, and a dense graph nobody runs costs nothing but disk.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 from dataclasses import dataclass
@@ -30,13 +31,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import __version__
-from .bundle import Manifest, read_manifest, sha256, staged_directory
+from .bundle import PRECISIONS, Manifest, read_manifest, sha256, staged_directory
+from .bundle import variant_key as _variant_key
 from .errors import BackendError, BundleError, ConfigError
 from .runtime.backends.trt import MIN_TENSORRT, current_environment, import_tensorrt, tensorrt_major
 from .runtime.backends.trt_manifest import ENGINE_DIR, ENGINES_JSON, EngineEntry, EngineManifest
 from .runtime.backends.trt_profiles import Profile, ProfileSpec, graph_profiles
 
-PRECISIONS = ("fp32", "fp16", "int8")
 #: Where the embedded demo model's export lands: ``adavit-deploy export`` with no checkpoint.
 DEFAULT_BUNDLE_NAME = "ada_digits"
 
@@ -95,12 +96,31 @@ def check_precision(precision: str) -> str:
 
 
 def variant_key(graph: str, precision: str) -> str:
-    """Manifest key of ``graph``'s ONNX at ``precision``: ``attn_0``, ``attn_0.fp16``, ``attn_0.int8``.
+    """Manifest key of ``graph``'s ONNX at ``precision`` (``attn_0.fp16``), after checking the precision.
 
-    Issue 5's ``export --fp16/--int8`` registers its variants under these keys;
+    ``export --fp16/--int8`` registers its variants under these keys;
     building from them is then this lookup and nothing else.
     """
-    return graph if check_precision(precision) == "fp32" else f"{graph}.{precision}"
+    return _variant_key(graph, check_precision(precision))
+
+
+def budget_profile_spec(manifest: Manifest, budgets: list[str] | None, max_batch: int | None = None) -> ProfileSpec:
+    """Profile ranges covering ``budgets`` (names in the manifest; ``None``: the defaults).
+
+    Token bucket edges are the union of the budgets' calibrated edges (each
+    budget's calls land in buckets sized for them); ``opt`` heads is the first
+    budget's most common kept-head count.
+    """
+    if not budgets:
+        return ProfileSpec.from_manifest(manifest, max_batch)
+    chosen = [manifest.budget(b) for b in budgets]
+    missing = [b for b, c in zip(budgets, chosen) if not c.token_edges]
+    if missing:
+        raise BundleError(
+            f"budget {missing[0]} has no calibration statistics: re-export the bundle with --calib to size its profiles"
+        )
+    edges = sorted({e for c in chosen for e in c.token_edges})
+    return ProfileSpec.from_manifest(manifest, max_batch, token_edges=tuple(edges), opt_heads=chosen[0].opt_heads)
 
 
 def graph_names(manifest: Manifest) -> list[str]:
@@ -160,7 +180,7 @@ def plan_build(manifest: Manifest, precision: str, trt_major: int, bundle: str |
     }[precision]
     raise BundleError(
         f"{bundle}: the bundle has no {precision} graphs ({why}): re-export it with "
-        f"`adavit-deploy export --{precision}` once issue 5 lands, then run build-trt again"
+        f"`adavit-deploy export --{precision}`, then run build-trt again"
     )
 
 
@@ -284,9 +304,13 @@ def build_engines(
     timing_cache: str | Path | None = None,
     out: str | Path | None = None,
     progress: Progress | None = None,
+    budgets: list[str] | None = None,
     **profile_overrides: Any,
 ) -> Path:
     """Build one engine per graph of ``bundle`` into ``out`` (default ``<bundle>/trt``); return ``out``.
+
+    ``budgets``: size the token-bucket profiles from these budgets' calibration
+    statistics (``budget_profile_spec``); default: equal-width buckets.
 
     Arguments, the bundle and (for ``int8``) its Q/DQ graphs are checked before
     TensorRT is imported, so a machine without it still gets the specific error.
@@ -299,7 +323,9 @@ def build_engines(
     check_precision(precision)
     bundle = resolve_bundle(bundle)
     manifest = read_manifest(bundle)
-    spec = ProfileSpec.from_manifest(manifest, max_batch, **profile_overrides)
+    spec = budget_profile_spec(manifest, budgets, max_batch)
+    if profile_overrides:
+        spec = dataclasses.replace(spec, **profile_overrides)
     if precision == "int8":  # needs Q/DQ graphs whatever the TensorRT version
         plan_build(manifest, precision, MIN_TENSORRT, bundle)
 

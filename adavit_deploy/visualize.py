@@ -73,7 +73,9 @@ def plot_policy(cfg: AdaViTConfig, image: np.ndarray, result: InferResult, i: in
     return out
 
 
-def inspect_bundle(bundle: str | Path, inputs: list[Path], out: str | Path, threads: int = 0) -> list[Path]:
+def inspect_bundle(
+    bundle: str | Path, inputs: list[Path], out: str | Path, threads: int = 0, budget: str | float = "native"
+) -> list[Path]:
     """Run ``bundle`` on ``inputs`` and write one policy figure per image.
 
     One image: exactly ``out``; several: ``out``'s stem plus the input's label.
@@ -81,7 +83,7 @@ def inspect_bundle(bundle: str | Path, inputs: list[Path], out: str | Path, thre
     from .inputs import load_inputs
     from .runtime import load_bundle
 
-    runtime = load_bundle(bundle, threads=threads)
+    runtime = load_bundle(bundle, threads=threads, budget=budget)
     images, labels = load_inputs(inputs, runtime.cfg)
     result = runtime.infer(images)
     out = Path(out)

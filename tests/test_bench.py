@@ -136,7 +136,7 @@ def test_cli_checkpoint_writes_json_and_png_and_removes_its_bundle(runner, make_
         (["--iterations", "0"], ["--iterations"]),
         (["--backend", "trt"], ["TensorRT"]),
         (["--backend", "tpu"], ["unknown backend", "tpu"]),
-        (["--budget", "0.5"], ["--budget", "native"]),
+        (["--budget", "1.5"], ["budget '1.5'", "native", "(0, 1]"]),
         (["--engines", "fast"], ["--engines", "adaptive,dense,reference"]),
     ],
     ids=["batch-0", "batch-a", "batch-empty", "iterations", "trt", "unknown-backend", "budget", "engines"],
@@ -167,6 +167,10 @@ def test_parsing_and_batches():
         with pytest.raises(ConfigError):
             parse_batch_sizes(bad)
     assert parse_engines("reference,adaptive") == ("adaptive", "reference")
+    assert parse_engines("dense,adaptive.int8,adaptive") == ("adaptive", "dense", "adaptive.int8")
+    for bad in ("reference.int8", "adaptive.fp8", ""):
+        with pytest.raises(ConfigError, match="--engines"):
+            parse_engines(bad)
     pool = np.arange(5, dtype=np.float32)[:, None]
     batches = cycled_batches(pool, 2, 100)
     assert len(batches) == 5  # lcm(5, 2) / 2: then the cycle repeats

@@ -4,7 +4,9 @@ The masked model computes everything and multiplies by 0; these modules
 compute only what a decision keeps, from the same weights:
 
 - ``Stem``: patch embedding + class token + position table.
-- ``Policy``: ADAVIT.md steps 1-4 of one block (stage 1), outputs booleans.
+- ``Policy``: ADAVIT.md steps 1-4 of one block (stage 1), outputs the
+  decision probabilities; the host thresholds them, so one graph serves
+  every budget (``calibration/budgets.py``).
 - ``PrunedAttention`` / ``PrunedMlp``: steps 5 and 6 on a dense tensor of the
   kept tokens only, with the kept heads' weights gathered by an index input
   (stage 2). One graph serves every head count and token count.
@@ -33,15 +35,17 @@ class Stem(nn.Module):
 
 
 class Policy(nn.Module):
-    """One block's decisions: ``layer`` (B,2), ``heads`` (B,H), ``patches`` (B,P).
+    """One block's decision probabilities: ``layer`` (B,2), ``heads`` (B,H), ``patches`` (B,P).
 
-    Only the outputs the block has are produced (see ``outputs``); the class
-    token's "kept" bit is added by the host.
+    ``sigmoid(logits)``, which the host compares with the budget's thresholds
+    exactly as the reference does (``p > threshold`` in float32). Only the
+    outputs the block has are produced (see ``outputs``); the class token's
+    "kept" bit is added by the host.
     """
 
-    def __init__(self, block: AdaBlock, thresholds) -> None:
+    def __init__(self, block: AdaBlock) -> None:
         super().__init__()
-        self.block, self.thr = block, thresholds
+        self.block = block
         self.outputs = [
             name
             for name, present in (
@@ -56,11 +60,11 @@ class Policy(nn.Module):
         b, out = self.block, []
         p = x[:, 0] if b.norm_policy is None else b.norm_policy(x[:, 0])
         if b.layer_select is not None:
-            out.append(b.layer_select(p, self.thr.layer))
+            out.append(torch.sigmoid(b.layer_select.mlp_head(p)))
         if b.head_select is not None:
-            out.append(b.head_select(p, self.thr.head))
+            out.append(torch.sigmoid(b.head_select.mlp_head(p)))
         if b.attn.token_select is not None:
-            out.append(b.attn.token_select(b.norm1(x[:, 1:]), self.thr.token).squeeze(-1))
+            out.append(torch.sigmoid(b.attn.token_select.mlp_head(b.norm1(x[:, 1:]))).squeeze(-1))
         return tuple(out)
 
 

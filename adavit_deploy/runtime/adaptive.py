@@ -1,7 +1,8 @@
 """The two-stage runtime: one loop, any backend.
 
 Per block: stage 1 runs the block's policy graph on the full token buffer
-and reads the decisions; the host routes the batch into groups of samples
+and thresholds its probabilities with the budget's thresholds (``p > t``,
+float32, as the reference); the host routes the batch into groups of samples
 sharing an execution path; stage 2 runs the pruned attention / MLP graph once
 per group on only the kept tokens and heads, and scatters the results back
 into the full ``(B, N, C)`` buffer (a dropped token is carried unchanged and
@@ -17,9 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..bundle import Manifest, read_manifest
+from ..bundle import PRECISIONS, Manifest, read_manifest, variant_key
+from ..config import Thresholds
 from ..cost import sample_gmacs
-from ..errors import InputError
+from ..errors import ConfigError, InputError
 from .backends import Backend, Runner, get_backend
 from .routing import gather, route, scatter
 
@@ -78,18 +80,35 @@ class InferResult:
 
 
 class AdaptiveRuntime:
-    """A loaded bundle: ``infer`` routes each input to its pruned path; ``dense`` runs the baseline."""
+    """A loaded bundle: ``infer`` routes each input to its pruned path; ``dense`` runs the baseline.
 
-    def __init__(self, bundle: str | Path, manifest: Manifest, backend: Backend) -> None:
+    ``budget`` (a name of ``manifest.budgets``) and ``precision`` (``fp32``,
+    ``fp16``, ``int8``: which graph variants run) are the defaults of every call.
+    """
+
+    def __init__(
+        self, bundle: str | Path, manifest: Manifest, backend: Backend, budget: str = "native", precision: str = "fp32"
+    ) -> None:
         self.bundle, self.manifest, self.cfg, self.backend = Path(bundle), manifest, manifest.model, backend
+        if precision not in PRECISIONS:
+            raise ConfigError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+        if precision not in manifest.precisions:
+            raise ConfigError(
+                f"{bundle}: the bundle has no {precision} graphs (it has {', '.join(manifest.precisions)}): "
+                f"re-export it with --{precision}"
+            )
+        self.precision = precision
+        self.budget = manifest.budget(budget)
         self._runners: dict[str, Runner] = {}
         with np.load(self.bundle / manifest.artifacts["constants"].file) as c:
             self.constants = {k: c[k] for k in c.files}
 
     def runner(self, name: str) -> Runner:
-        """The runner of graph ``name``, created on first use (the dense graph costs nothing unless run)."""
+        """The runner of graph ``name`` at the runtime's precision, created on first use
+        (the dense graph costs nothing unless run)."""
         if name not in self._runners:
-            self._runners[name] = self.backend.runner(self.bundle, self.manifest.artifacts[name])
+            key = variant_key(name, self.precision)
+            self._runners[name] = self.backend.runner(self.bundle, self.manifest.artifacts[key])
         return self._runners[name]
 
     def check_images(self, images: np.ndarray) -> np.ndarray:
@@ -108,23 +127,35 @@ class AdaptiveRuntime:
         """Logits of the dense baseline graph (every decision on)."""
         return self.runner("dense")(images=self.check_images(images))["logits"]
 
-    def infer(self, images: np.ndarray, batch_size: int | None = None) -> InferResult:
-        """Logits, decisions and GMACs per sample; ``batch_size`` splits large inputs."""
+    def infer(
+        self, images: np.ndarray, batch_size: int | None = None, budget: str | float | Thresholds | None = None
+    ) -> InferResult:
+        """Logits, decisions and GMACs per sample; ``batch_size`` splits large inputs.
+
+        ``budget``: a budget of the bundle by name (``"native"``, ``0.5``), or
+        raw ``Thresholds`` (what calibration searches over); default: the runtime's.
+        """
         images = self.check_images(images)
+        if budget is None:
+            thr = self.budget.thresholds
+        else:
+            thr = budget if isinstance(budget, Thresholds) else self.manifest.budget(budget).thresholds
         if batch_size is None or batch_size >= len(images):
-            return self._infer_batch(images)
+            return self._infer_batch(images, thr)
         if batch_size < 1:
             raise InputError(f"batch size must be >= 1, got {batch_size}")
-        return InferResult.concat([self._infer_batch(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
+        return InferResult.concat(
+            [self._infer_batch(images[i : i + batch_size], thr) for i in range(0, len(images), batch_size)]
+        )
 
-    def _infer_batch(self, images: np.ndarray) -> InferResult:
+    def _infer_batch(self, images: np.ndarray, thr: Thresholds) -> InferResult:
         cfg = self.cfg
         x = self.runner("stem")(images=images)["tokens"]
         B, N, _ = x.shape
         stats = RoutingStats()
         record = {"layer": [], "heads": [], "tokens": []}
         for block in range(cfg.depth):
-            layer, heads, tokens = self._decide(block, x)
+            layer, heads, tokens = self._decide(block, x, thr)
             record["layer"].append(layer)
             record["heads"].append(heads)
             record["tokens"].append(tokens)
@@ -143,15 +174,17 @@ class AdaptiveRuntime:
         token_sel = stack(cfg.token_select, "tokens", N)
         return InferResult(logits, head_sel, layer_sel, token_sel, sample_gmacs(cfg, head_sel, layer_sel, token_sel), stats)
 
-    def _decide(self, block: int, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _decide(self, block: int, x: np.ndarray, thr: Thresholds) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Stage 1: (B,2) sub-layers, (B,H) heads, (B,N) tokens, all bool."""
         B, N, _ = x.shape
         policy = f"policy_{block}"
         out = self.runner(policy)(x=x) if policy in self.manifest.artifacts else {}
-        layer = out.get("layer", np.ones((B, 2), bool))
-        heads = out.get("heads", np.ones((B, self.cfg.num_heads), bool))
-        patches = out.get("patches")
-        tokens = np.ones((B, N), bool) if patches is None else np.concatenate([np.ones((B, 1), bool), patches], axis=1)
+        # float32 thresholds: the reference compares float32 probabilities with a Python float
+        layer = out["layer"] > np.float32(thr.layer) if "layer" in out else np.ones((B, 2), bool)
+        heads = out["heads"] > np.float32(thr.head) if "heads" in out else np.ones((B, self.cfg.num_heads), bool)
+        tokens = np.ones((B, N), bool)
+        if "patches" in out:
+            tokens[:, 1:] = out["patches"] > np.float32(thr.token)
         return layer, heads, tokens
 
     def _stage(
@@ -178,9 +211,11 @@ class AdaptiveRuntime:
             stats.paths[path] = stats.paths.get(path, 0) + len(group.samples)
 
 
-def load_bundle(path: str | Path, backend: str | Backend = "ort", threads: int = 0) -> AdaptiveRuntime:
-    """Verify a bundle (sha256 of every file) and load it on ``backend``."""
+def load_bundle(
+    path: str | Path, backend: str | Backend = "ort", threads: int = 0, budget: str | float = "native", precision: str = "fp32"
+) -> AdaptiveRuntime:
+    """Verify a bundle (sha256 of every file) and load it on ``backend`` at ``budget`` and ``precision``."""
     manifest = read_manifest(path)
     if isinstance(backend, str):
         backend = get_backend(backend, threads)
-    return AdaptiveRuntime(path, manifest, backend)
+    return AdaptiveRuntime(path, manifest, backend, budget, precision)

@@ -1,0 +1,59 @@
+"""FP16 variants of a bundle's graphs, at the ONNX level.
+
+TensorRT 11 builds strongly typed networks: a graph runs in the precision its
+tensors have, so FP16 must be written into the ONNX itself. We convert with
+ONNX Runtime's float16 tool, keeping the inputs and outputs float32 (the
+runtime loop and the fp32 graphs stay interchangeable) and these in float32:
+
+- ``LayerNormalization`` and ``Softmax``: their reductions lose the most in fp16;
+- the policy graphs entirely: they end in the thresholded decision logits,
+  and a flipped decision changes which work runs (measured in
+  ``calibration/README.md``), while the policy is a few hundred MACs per token.
+
+On ONNX Runtime CPU there are few fp16 kernels; it inserts casts and computes
+in fp32 from fp16-rounded tensors, so the CPU run checks the rounding, not
+the speed (that is TensorRT's job on a GPU).
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import onnx
+
+KEEP_FP32 = ("LayerNormalization", "Softmax")
+
+
+def topological_sort(graph: onnx.GraphProto) -> None:
+    """Reorder ``graph.node`` so every node comes after its inputs' producers.
+
+    The converter appends the I/O casts at the end; ONNX (and TensorRT's
+    parser) want producers first.
+    """
+    ready = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        rest = [n for n in pending if not set(n.input) <= ready]
+        if len(rest) == len(pending):
+            raise ValueError(f"graph has a cycle or a dangling input near {rest[0].name}")
+        for n in pending:
+            if set(n.input) <= ready:
+                ordered.append(n)
+        for n in ordered[len(ordered) - (len(pending) - len(rest)) :]:
+            ready.update(n.output)
+        pending = rest
+    del graph.node[:]
+    graph.node.extend(ordered)
+
+
+def convert_fp16(src: Path, dst: Path, keep_fp32: tuple[str, ...] = KEEP_FP32) -> None:
+    """Write ``src`` with its float tensors in fp16 (I/O and ``keep_fp32`` ops in fp32) to ``dst``."""
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "values clamped to fp16 range" for -inf masks: intended
+        model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True, op_block_list=list(keep_fp32))
+    topological_sort(model.graph)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(dst))
