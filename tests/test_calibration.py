@@ -1,0 +1,187 @@
+"""Budgets (threshold calibration), calibration sets and reduced-precision graph variants."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from typer.testing import CliRunner
+
+from adavit_deploy.bundle import Budget, read_manifest
+from adavit_deploy.calibration import load_calibration, parse_budgets
+from adavit_deploy.calibration.budgets import TOLERANCE, shifted
+from adavit_deploy.cli import app
+from adavit_deploy.config import Thresholds
+from adavit_deploy.cost import dense_gmacs
+from adavit_deploy.errors import BundleError, ConfigError, InputError
+from adavit_deploy.export import export_bundle
+from adavit_deploy.runtime import load_bundle
+from adavit_deploy.model import load_model, save_checkpoint
+from adavit_deploy.trt_build import budget_profile_spec
+from conftest import build_random_model
+
+
+@pytest.fixture(scope="module")
+def calibrated(tmp_path_factory):
+    """A random model exported with budgets native,0.8,0.5 and FP16 graphs, calibrated on 48 images."""
+    tmp = tmp_path_factory.mktemp("calibrated")
+    ckpt = tmp / "random.pth.tar"
+    save_checkpoint(build_random_model(3), ckpt)
+    cfg = read_cfg(ckpt)
+    rng = np.random.default_rng(1)
+    np.savez(tmp / "calib.npz", images=rng.standard_normal((64, cfg.in_chans, cfg.img_size, cfg.img_size), dtype=np.float32))
+    out = export_bundle(
+        ckpt, tmp / "bundle", budgets="native,0.8,0.5", calibration=tmp / "calib.npz", calib_count=48, fp16=True
+    )
+    return out, tmp
+
+
+def read_cfg(ckpt):
+    return load_model(ckpt)[0].cfg
+
+
+def test_parse_budgets():
+    assert parse_budgets("native, 0.70,0.5,0.5") == ["native", "0.7", "0.5"]
+    assert parse_budgets(["1", "native"]) == ["1", "native"]
+    for bad in ("0", "1.5", "-0.2", "half", "", "0.5,,"):
+        with pytest.raises(ConfigError, match="native"):
+            parse_budgets(bad)
+
+
+def test_logit_shift_moves_only_the_mixed_decisions():
+    native = Thresholds()
+    assert shifted(native, (1, 1, 1), 0.0) == native
+    up = shifted(native, (0, 0, 1), 2.0)
+    assert (up.head, up.layer) == (native.head, native.layer) and up.token > native.token
+    down = shifted(native, (1, 1, 1), -2.0)
+    assert down.head < native.head and down.layer < native.layer and down.token < native.token
+
+
+def test_budgets_hit_their_targets_on_the_calibration_set(calibrated):
+    bundle, tmp = calibrated
+    manifest = read_manifest(bundle)
+    assert list(manifest.budgets) == ["native", "0.8", "0.5"]
+    assert manifest.budgets["native"].thresholds == manifest.model.thresholds
+    rt = load_bundle(bundle)
+    images = load_calibration(tmp / "calib.npz", rt.cfg, count=48).images
+    dense = dense_gmacs(rt.cfg)
+    for name in ("0.8", "0.5"):
+        b = manifest.budgets[name]
+        measured = rt.infer(images, budget=name).gmacs.mean() / dense
+        assert abs(measured - float(name)) <= TOLERANCE * float(name)
+        assert measured == pytest.approx(b.gmacs_fraction, rel=1e-6)
+        assert b.search["mix"] in b.search["mixes"]
+        assert b.token_edges[-1] == rt.cfg.num_tokens and b.opt_heads in range(1, rt.cfg.num_heads + 1)
+    # a lower budget keeps less: thresholds never fall
+    lo, hi = manifest.budgets["0.5"].thresholds, manifest.budgets["0.8"].thresholds
+    assert lo.head >= hi.head and lo.layer >= hi.layer and lo.token >= hi.token
+
+
+def test_budget_by_name_equals_its_thresholds(calibrated):
+    bundle, _ = calibrated
+    rt = load_bundle(bundle, budget="0.5")
+    x = np.random.default_rng(7).standard_normal((5, rt.cfg.in_chans, rt.cfg.img_size, rt.cfg.img_size), dtype=np.float32)
+    by_name = rt.infer(x)
+    by_thresholds = rt.infer(x, budget=rt.manifest.budgets["0.5"].thresholds)
+    np.testing.assert_array_equal(by_name.logits, by_thresholds.logits)
+    assert by_name.gmacs.mean() < rt.infer(x, budget="0.8").gmacs.mean()
+
+
+def test_calibration_record_names_its_images(calibrated):
+    bundle, tmp = calibrated
+    record = json.loads((bundle / "calibration.json").read_text())
+    assert record["schema"] == "adavit-deploy/calibration"
+    assert record["source"]["kind"] == "array" and record["count"] == 48 and len(record["indices"]) == 48
+    assert record["source"]["sha256"] == read_manifest(bundle).calibration["source"]["sha256"]
+    assert set(record["budgets"]) == {"native", "0.8", "0.5"}
+    assert 0 < record["budgets"]["0.5"]["gmacs_fraction_mean"] < record["budgets"]["0.8"]["gmacs_fraction_mean"]
+
+
+def test_unknown_budget_is_a_clear_error(calibrated):
+    bundle, _ = calibrated
+    with pytest.raises(BundleError, match=r"no budget 0.3 .*native, 0.8, 0.5.*--budgets"):
+        load_bundle(bundle, budget=0.3)
+
+
+def test_unreachable_budget_is_an_error_not_a_clamp(make_checkpoint, tmp_path):
+    ckpt = make_checkpoint()
+    np.savez(tmp_path / "c.npz", images=np.random.default_rng(0).standard_normal((16, 3, 32, 32), dtype=np.float32))
+    with pytest.raises(ConfigError, match=r"budget 0.01 is unreachable: .* spends 0\.\d+\.\.1\.000 of dense GMACs"):
+        export_bundle(ckpt, tmp_path / "b", budgets="native,0.01", calibration=tmp_path / "c.npz")
+    assert not (tmp_path / "b").exists() and not any(p.name.startswith(".b.") for p in tmp_path.iterdir())
+
+
+def test_budgets_need_a_calibration_set(make_checkpoint, tmp_path):
+    with pytest.raises(ConfigError, match="--budgets 0.5 need a calibration set: pass --calib"):
+        export_bundle(make_checkpoint(), tmp_path / "b", budgets="native,0.5")
+
+
+def test_calibration_sources(make_checkpoint, tmp_path):
+    from PIL import Image
+
+    cfg = read_cfg(make_checkpoint())
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(5):
+        Image.fromarray(np.full((40, 40, 3), 40 * i, np.uint8)).save(folder / f"{i}.png")
+    (folder / "notes.txt").write_text("not an image")
+    cal = load_calibration(folder, cfg, count=3)
+    assert cal.images.shape == (3, 3, cfg.img_size, cfg.img_size)
+    assert [f["file"] for f in cal.record["files"]] == sorted(f["file"] for f in cal.record["files"])
+    assert cal.record["preprocess"]["interpolation"] == "bicubic"
+    with pytest.raises(InputError, match="no such calibration set"):
+        load_calibration(tmp_path / "nope", cfg)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no image files"):
+        load_calibration(tmp_path / "empty", cfg)
+    with pytest.raises(InputError, match="demo digits are 32px; this model takes 64px"):
+        load_calibration("demo", cfg.replace(img_size=64))
+
+
+def test_fp16_variants(calibrated):
+    bundle, _ = calibrated
+    manifest = read_manifest(bundle)
+    assert manifest.precisions == ["fp32", "fp16"]
+    attn = onnx.load(str(bundle / manifest.artifacts["attn_1.fp16"].file))
+    # I/O stays fp32 (heads is an index)
+    assert {i.name: i.type.tensor_type.elem_type for i in attn.graph.input}["x"] == onnx.TensorProto.FLOAT
+    assert attn.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in attn.graph.initializer)
+    onnx.checker.check_model(attn)
+    # the policy graphs stay fp32: their fp16 variant is the fp32 file
+    assert manifest.artifacts["policy_1.fp16"].file == manifest.artifacts["policy_1"].file
+    report = manifest.parity["vs_fp32"]["fp16"]
+    assert report["samples"] == 48 and report["top1_agreement"] >= 0.9 and report["decision_agreement"] >= 0.99
+    assert 0 < report["max_abs_logit_diff"] < 0.5
+    rt16 = load_bundle(bundle, precision="fp16")
+    x = np.random.default_rng(2).standard_normal((3, 3, 32, 32), dtype=np.float32)
+    assert rt16.infer(x).logits.shape == (3, rt16.cfg.num_classes)
+    with pytest.raises(ConfigError, match="no int8 graphs .* re-export it with --int8"):
+        load_bundle(bundle, precision="int8")
+
+
+def test_trt_profiles_follow_the_budgets(calibrated):
+    bundle, _ = calibrated
+    manifest = read_manifest(bundle)
+    spec = budget_profile_spec(manifest, ["0.5", "native"])
+    assert set(manifest.budgets["0.5"].token_edges) | set(manifest.budgets["native"].token_edges) == set(spec.token_edges)
+    assert spec.opt_heads == manifest.budgets["0.5"].opt_heads
+    manifest.budgets["0.9"] = Budget(Thresholds())
+    with pytest.raises(BundleError, match="budget 0.9 has no calibration statistics"):
+        budget_profile_spec(manifest, ["0.9"])
+
+
+def test_cli_budget_and_precision(calibrated, tmp_path):
+    bundle, tmp = calibrated
+    runner = CliRunner()
+    out = tmp_path / "o.npz"
+    ok = runner.invoke(app, ["infer", str(bundle), str(tmp / "calib.npz"), "--budget", "0.5", "--precision", "fp16", "-o", str(out)])
+    assert ok.exit_code == 0, ok.output
+    with np.load(out) as z:
+        assert z["logits"].shape[0] == 64
+    bad = runner.invoke(app, ["infer", str(bundle), str(tmp / "calib.npz"), "--budget", "0.6", "-o", str(tmp_path / "x.npz")])
+    assert bad.exit_code == 1 and "no budget 0.6" in bad.output and not (tmp_path / "x.npz").exists()
+    bad = runner.invoke(app, ["export", str(tmp / "random.pth.tar"), "-o", str(tmp_path / "b"), "--budgets", "native,0.5"])
+    assert bad.exit_code == 1 and "need a calibration set" in bad.output and "Traceback" not in bad.output
