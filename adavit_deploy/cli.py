@@ -271,6 +271,60 @@ def inspect(
         console.print(f"wrote {path}")
 
 
+@app.command()
+def evaluate(
+    bundle: Annotated[
+        Optional[Path],
+        typer.Argument(help="Bundle directory [default: export/bundles/ada_digits, the demo model's]."),
+    ] = None,
+    data: Annotated[
+        str, typer.Option(help="Labelled images: 'demo' (the demo's 360 held-out digits) or an .npz with images and labels.")
+    ] = "demo",
+    budgets: Annotated[Optional[str], typer.Option(help="Comma-separated budgets [default: all of the bundle's].")] = None,
+    precisions: Annotated[
+        Optional[str], typer.Option(help="Comma-separated precisions [default: all of the bundle's].")
+    ] = None,
+    threads: Annotated[int, typer.Option(help="Intra-op threads (0: one per core).")] = 0,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the table as JSON.")] = None,
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="Write a PNG: top-1 against mean GMACs.")] = None,
+) -> None:
+    """Top-1 accuracy and mean GMACs at each budget and precision of a bundle, on labelled images."""
+    from .evaluate import evaluate as run_evaluate
+    from .evaluate import labelled_data, plot_tradeoff, to_json
+    from .trt_build import resolve_bundle
+    from .visualize import pyplot
+
+    with _errors(), console.status("evaluating") as status:
+        if plot:
+            pyplot()  # the install hint now, not after the run
+        bundle = resolve_bundle(bundle)
+        images, labels, source = labelled_data(data)
+        rows, dense_top1 = run_evaluate(
+            bundle,
+            images,
+            labels,
+            budgets=budgets.split(",") if budgets else None,
+            precisions=precisions.split(",") if precisions else None,
+            threads=threads,
+            progress=lambda msg: status.update(f"evaluating: {msg}"),
+        )
+        if json_out:
+            json_out.write_text(json.dumps(to_json(rows, dense_top1, source), indent=2) + "\n")
+        if plot:
+            plot_tradeoff(rows, dense_top1, f"{bundle.name} on {source}", plot)
+    table = Table("budget", "precision", "top-1", "GMACs", "of dense", "top-1 = fp32", "decisions = fp32", title=escape(source))
+    for r in rows:
+        table.add_row(
+            r.budget, r.precision, f"{r.top1:.2%}", f"{r.gmacs_mean:.4g}", f"{r.gmacs_fraction:.1%}",
+            f"{r.top1_agreement_vs_fp32:.2%}", f"{r.decision_agreement_vs_fp32:.3%}",
+        )  # fmt: skip
+    table.add_row("dense graph", "fp32", f"{dense_top1:.2%}", "", "100%", "", "")
+    console.print(table)
+    for path in (json_out, plot):
+        if path:
+            console.print(f"wrote {path}")
+
+
 @app.command("build-trt")
 def build_trt(
     bundle: Annotated[

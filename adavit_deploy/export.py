@@ -134,31 +134,41 @@ def parity_report(model: AdaViT, runtime: AdaptiveRuntime, images: np.ndarray) -
     return report
 
 
-def add_variants(stage: Path, manifest: Manifest, precision: str, calib: CalibrationSet | None, threads: int, step: Progress) -> None:
+def add_variants(
+    stage: Path, manifest: Manifest, precision: str, calib: CalibrationSet | None, threads: int, step: Progress
+) -> list[str]:
     """Write the ``precision`` variant of every graph into ``stage`` and register it in ``manifest``.
 
-    Policy graphs stay float in every variant (their variant is the fp32
-    file): they end in the decision logits, and a flipped decision changes
-    which work runs.
+    A graph that stays float at this precision (the policy graphs always:
+    they end in the decision logits; stem and classifier at int8; a graph the
+    calibration set never ran, which has no activation ranges) gets its fp32
+    file as its variant, so every graph has one (what ``build-trt`` needs).
+    Those are listed in ``manifest.parity["vs_fp32"][precision]["kept_float"]``.
     """
-    from .calibration.fp16 import convert_fp16
-    from .calibration.int8 import quantize_graph, record_feeds
+    from .calibration import fp16, int8
 
     graphs = [k for k, a in manifest.artifacts.items() if a.inputs and "." not in k]
-    feeds = record_feeds(AdaptiveRuntime(stage, manifest, get_backend("ort", threads)), calib.images) if precision == "int8" else {}
+    calibrators = {}
+    if precision == "int8":
+        step(f"int8: calibrating activation ranges on {len(calib.images)} images")
+        runtime = AdaptiveRuntime(stage, manifest, get_backend("ort", threads))
+        calibrators = int8.calibrate(runtime, calib.images)
+    kept_float = []
     for name in graphs:
         src = manifest.artifacts[name]
-        if name.startswith("policy_"):
+        dst = stage / f"{name}.{precision}.onnx"
+        if name.startswith("policy_") or (precision == "int8" and not (name in calibrators and calibrators[name].observed)):
             manifest.artifacts[variant_key(name, precision)] = src
+            kept_float.append(name)
             continue
         step(f"{precision}: {name}")
-        dst = stage / f"{name}.{precision}.onnx"
         if precision == "fp16":
-            convert_fp16(stage / src.file, dst)
+            fp16.convert_fp16(stage / src.file, dst)
         else:
-            quantize_graph(stage / src.file, feeds.get(name, []), dst)
+            calibrators[name].quantize(dst)
         graph = onnx.load(str(dst), load_external_data=False).graph
         manifest.artifacts[variant_key(name, precision)] = Artifact(dst.name, sha256(dst), _specs(graph.input), _specs(graph.output))
+    return kept_float
 
 
 def export_bundle(
@@ -246,8 +256,8 @@ def export_bundle(
         fp32 = runtime.infer(check)
         for precision, wanted in (("fp16", fp16), ("int8", int8)):
             if wanted:
-                add_variants(stage, manifest, precision, calib, threads, step)
+                kept_float = add_variants(stage, manifest, precision, calib, threads, step)
                 got = AdaptiveRuntime(stage, manifest, runtime.backend, precision=precision).infer(check)
-                manifest.parity.setdefault("vs_fp32", {})[precision] = compare(fp32, got)
+                manifest.parity.setdefault("vs_fp32", {})[precision] = {**compare(fp32, got), "kept_float": kept_float}
         (stage / "manifest.json").write_text(manifest.to_json())
     return out

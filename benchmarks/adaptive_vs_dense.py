@@ -1,13 +1,16 @@
-"""Adaptive runtime vs the dense baseline graph on an Ada-DeiT-S-shaped model.
+"""Adaptive runtime vs the dense baseline graph, and INT8 vs FP32, on an Ada-DeiT-S-shaped model.
 
 Makes (once) a random-weight Ada-DeiT-S checkpoint (224 px, 12 blocks, 6
 heads, 1000 classes) whose decisions keep ``--target`` of the dense GMACs,
-exports it (once) to ``benchmarks/.work/``, then runs ``adavit-deploy bench``
-on that bundle: the measurement itself lives in ``adavit_deploy/bench.py``.
-Every other option goes to ``bench`` (``adavit-deploy bench --help``); by
-default the masked PyTorch reference is left out.
+exports it (once) to ``benchmarks/.work/`` with INT8 graphs calibrated on 32
+seeded normal images (a different seed from bench's inputs), then runs
+``adavit-deploy bench`` on that bundle: the measurement itself lives in
+``adavit_deploy/bench.py``. Every other option goes to ``bench``
+(``adavit-deploy bench --help``); by default the engines are
+``adaptive,dense`` (issue 3's comparison); ``--engines adaptive,adaptive.int8``
+gives issue 5's.
 
-    python benchmarks/adaptive_vs_dense.py [--target 0.5] [--batch-sizes 1,16] [--threads 2] [--json out.json]
+    python benchmarks/adaptive_vs_dense.py [--target 0.5] [--batch-sizes 1,16] [--threads 2] [--engines ...]
 """
 
 from __future__ import annotations
@@ -15,32 +18,41 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from adavit_deploy.bench import export_isolated
+import numpy as np
+
 from adavit_deploy.cli import app
 from adavit_deploy.config import preset
+from adavit_deploy.export import export_bundle
 from adavit_deploy.synthetic import random_checkpoint
 
 WORK = Path(__file__).resolve().parent / ".work"
+CALIBRATION_SEED = 1  # bench's own inputs use seed 0
 
 
-def bundle_path(target: float) -> Path:
-    """The Ada-DeiT-S-shaped bundle at ``target`` x dense GMACs, made on first use."""
-    ckpt, bundle = WORK / f"ada-deit-s-{target}.pth", WORK / f"ada-deit-s-{target}"
+def bundle_path(target: float, threads: int) -> Path:
+    """The Ada-DeiT-S-shaped bundle at ``target`` x dense GMACs (with INT8 graphs), made on first use."""
+    ckpt, bundle = WORK / f"ada-deit-s-{target}.pth", WORK / f"ada-deit-s-{target}-int8"
     WORK.mkdir(parents=True, exist_ok=True)
     if not ckpt.exists():
         random_checkpoint(preset("ada-deit-s"), ckpt, target=target)
     if not bundle.exists():
-        export_isolated(ckpt, bundle)  # in a child: this process keeps ONNX Runtime's pool free for --threads
+        calib = WORK / "calibration-normal-32.npz"
+        rng = np.random.default_rng(CALIBRATION_SEED)
+        np.savez(calib, images=rng.standard_normal((32, 3, 224, 224), dtype=np.float32))
+        print(f"exporting {ckpt.name} with INT8 graphs (once) ...", flush=True)
+        export_bundle(ckpt, bundle, threads=threads, calibration=calib, int8=True)
     return bundle
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--target", type=float, default=0.5, help="mean GMACs as a fraction of dense")
+    ap.add_argument("--threads", type=int, default=0, help="intra-op threads (0: one per core), for export and bench")
     args, rest = ap.parse_known_args()
     if not any(a.startswith("--engines") for a in rest):
         rest += ["--engines", "adaptive,dense"]
-    app(["bench", str(bundle_path(args.target)), *rest], prog_name="adaptive_vs_dense.py")
+    bundle = bundle_path(args.target, args.threads)
+    app(["bench", str(bundle), "--threads", str(args.threads), *rest], prog_name="adaptive_vs_dense.py")
 
 
 if __name__ == "__main__":

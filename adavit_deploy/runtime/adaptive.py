@@ -150,7 +150,8 @@ class AdaptiveRuntime:
 
     def _infer_batch(self, images: np.ndarray, thr: Thresholds) -> InferResult:
         cfg = self.cfg
-        x = self.runner("stem")(images=images)["tokens"]
+        # contiguous: routing gathers and scatters through a flat (B*N, C) view of it
+        x = np.ascontiguousarray(self.runner("stem")(images=images)["tokens"])
         B, N, _ = x.shape
         stats = RoutingStats()
         record = {"layer": [], "heads": [], "tokens": []}
@@ -159,9 +160,7 @@ class AdaptiveRuntime:
             record["layer"].append(layer)
             record["heads"].append(heads)
             record["tokens"].append(tokens)
-            self._stage(block, "attn", x, layer[:, 0], heads, tokens, stats)
-            ffn_tokens = tokens if cfg.token_with_mlp else np.ones_like(tokens)
-            self._stage(block, "mlp", x, layer[:, 1], heads, ffn_tokens, stats)
+            self._block(block, x, layer, heads, tokens, stats)
         logits = self.runner("head")(cls=np.ascontiguousarray(x[:, 0]))["logits"]
 
         def stack(blocks: tuple[int, ...], key: str, width: int) -> np.ndarray:
@@ -187,28 +186,59 @@ class AdaptiveRuntime:
             tokens[:, 1:] = out["patches"] > np.float32(thr.token)
         return layer, heads, tokens
 
-    def _stage(
-        self, block: int, stage: str, x: np.ndarray, active: np.ndarray, heads: np.ndarray, tokens: np.ndarray, stats: RoutingStats
+    def _block(
+        self, block: int, x: np.ndarray, layer: np.ndarray, heads: np.ndarray, tokens: np.ndarray, stats: RoutingStats
     ) -> None:
-        """Stage 2 for one sub-layer: every group of ``route`` in one call, in place on ``x``."""
+        """Stage 2 of one block, in place on ``x``.
+
+        Samples with no head kept add the block's constants. The others are
+        routed; when the FFN sees the same tokens as MSA (``token_with_mlp``),
+        a group with both sub-layers on runs attn then mlp on one gathered
+        tensor, saving a scatter and a gather (the FFN is token-wise: exact).
+        """
+        attn_on, mlp_on = layer[:, 0], layer[:, 1]
+        ffn_tokens = tokens if self.cfg.token_with_mlp else np.ones_like(tokens)
         none_kept = ~heads.any(axis=1)
-        for s in np.flatnonzero(active & none_kept):
-            x[s, tokens[s]] += self.constants[f"{stage}_{block}"]
-            stats.constant_adds += 1
-        runner = self.runner(f"{stage}_{block}")
-        for group in route(active & ~none_kept, heads, tokens):
-            xg, key_bias = gather(x, group)
-            feed = {"x": xg}
-            if "heads" in runner.input_names:
-                feed["heads"] = group.heads
-            if "key_bias" in runner.input_names:
-                feed["key_bias"] = key_bias
-            scatter(x, group, runner(**feed)["y"])
-            stats.calls += 1
-            stats.token_slots += xg.shape[0] * xg.shape[1]
-            stats.padded_slots += group.padding
-            path = f"{block}:{stage}:{','.join(map(str, group.heads))}"
-            stats.paths[path] = stats.paths.get(path, 0) + len(group.samples)
+        for stage, on, kept in (("attn", attn_on, tokens), ("mlp", mlp_on, ffn_tokens)):
+            for s in np.flatnonzero(on & none_kept):
+                x[s, kept[s]] += self.constants[f"{stage}_{block}"]
+                stats.constant_adds += 1
+        run = ~none_kept
+        if self.cfg.token_with_mlp:
+            self._stages(block, ("attn", "mlp"), x, attn_on & mlp_on & run, heads, tokens, stats)
+            self._stages(block, ("attn",), x, attn_on & ~mlp_on & run, heads, tokens, stats)
+            self._stages(block, ("mlp",), x, mlp_on & ~attn_on & run, heads, tokens, stats)
+        else:
+            self._stages(block, ("attn",), x, attn_on & run, heads, tokens, stats)
+            self._stages(block, ("mlp",), x, mlp_on & run, heads, ffn_tokens, stats)
+
+    def _stages(
+        self,
+        block: int,
+        stages: tuple[str, ...],
+        x: np.ndarray,
+        active: np.ndarray,
+        heads: np.ndarray,
+        tokens: np.ndarray,
+        stats: RoutingStats,
+    ) -> None:
+        """Every group of ``route``: gather, run ``stages`` in order (one call each), scatter back."""
+        for group in route(active, heads, tokens):
+            y, key_bias = gather(x, group)
+            for stage in stages:
+                runner = self.runner(f"{stage}_{block}")
+                feed = {"x": y}
+                if "heads" in runner.input_names:
+                    feed["heads"] = group.heads
+                if "key_bias" in runner.input_names:
+                    feed["key_bias"] = key_bias
+                y = runner(**feed)["y"]
+                stats.calls += 1
+                stats.token_slots += y.shape[0] * y.shape[1]
+                stats.padded_slots += group.padding
+                path = f"{block}:{stage}:{','.join(map(str, group.heads))}"
+                stats.paths[path] = stats.paths.get(path, 0) + len(group.samples)
+            scatter(x, group, y)
 
 
 def load_bundle(

@@ -16,20 +16,22 @@ import numpy as np
 
 @dataclass
 class Group:
-    """Samples that run one graph call together."""
+    """Samples that run one graph call together.
+
+    ``index`` (G, K) holds each slot's row in the flattened ``(B*N, C)``
+    token buffer; padding slots repeat the sample's class token (any finite
+    row does: padded keys are masked and padded outputs are never written back).
+    """
 
     samples: np.ndarray  # (G,) indices into the batch
     heads: np.ndarray  # (k,) int64 kept head indices
-    tokens: list[np.ndarray]  # per sample, kept token indices (class token first)
-
-    @property
-    def width(self) -> int:
-        return max(len(t) for t in self.tokens)
+    index: np.ndarray  # (G, K) int64 rows of the flattened token buffer
+    valid: np.ndarray  # (G, K) bool, False on padding
 
     @property
     def padding(self) -> int:
         """Padded token slots in this call."""
-        return self.width * len(self.tokens) - sum(len(t) for t in self.tokens)
+        return int(self.valid.size - self.valid.sum())
 
 
 def route(active: np.ndarray, heads: np.ndarray, tokens: np.ndarray, max_pad: float = 0.125) -> list[Group]:
@@ -39,46 +41,50 @@ def route(active: np.ndarray, heads: np.ndarray, tokens: np.ndarray, max_pad: fl
     ``tokens`` (B,N) bool. Within a head set, samples are sorted by token
     count and cut into runs whose padding stays under ``max_pad`` of the run.
     """
+    counts = tokens.sum(axis=1)
     by_heads: dict[bytes, list[int]] = {}
     for s in np.flatnonzero(active):
         by_heads.setdefault(heads[s].tobytes(), []).append(int(s))
     groups = []
     for members in by_heads.values():
         head_idx = np.flatnonzero(heads[members[0]]).astype(np.int64)
-        counts = tokens[members].sum(axis=1)
-        order = [members[i] for i in np.argsort(-counts, kind="stable")]
+        order = sorted(members, key=lambda s: -counts[s])  # stable: ties keep batch order
         run: list[int] = []
+        used = 0
         for s in order:
-            candidate = run + [s]
-            width = tokens[candidate[0]].sum()
-            used = tokens[candidate].sum()
-            if run and 1 - used / (width * len(candidate)) > max_pad:
+            width = counts[run[0]] if run else counts[s]
+            if run and 1 - (used + counts[s]) / (width * (len(run) + 1)) > max_pad:
                 groups.append(_group(run, head_idx, tokens))
-                candidate = [s]
-            run = candidate
+                run, used = [], 0
+            run.append(s)
+            used += counts[s]
         groups.append(_group(run, head_idx, tokens))
     return groups
 
 
 def _group(samples: list[int], heads: np.ndarray, tokens: np.ndarray) -> Group:
-    return Group(np.asarray(samples), heads, [np.flatnonzero(tokens[s]) for s in samples])
+    N = tokens.shape[1]
+    kept = tokens[samples]  # (G, N)
+    K = int(kept.sum(axis=1).max())
+    # kept positions first, in order (a stable argsort of "not kept"), then padding
+    pos = np.argsort(~kept, axis=1, kind="stable")[:, :K]
+    valid = np.take_along_axis(kept, pos, axis=1)
+    pos = np.where(valid, pos, 0)  # padding -> the class token (always kept)
+    index = pos + (np.asarray(samples) * N)[:, None]
+    return Group(np.asarray(samples), heads, index.astype(np.int64), valid)
 
 
 def gather(x: np.ndarray, group: Group) -> tuple[np.ndarray, np.ndarray]:
-    """Kept tokens of the group's samples as ``(G, K, C)`` plus the key bias ``(G, K)``."""
-    if len(group.samples) == 1:  # the common case at small batch: no padding, one fancy index
-        t = group.tokens[0]
-        return x[group.samples[0], t][None], np.zeros((1, len(t)), np.float32)
-    G, K, C = len(group.samples), group.width, x.shape[-1]
-    out = np.zeros((G, K, C), dtype=x.dtype)
-    bias = np.full((G, K), -np.inf, dtype=np.float32)
-    for i, (s, t) in enumerate(zip(group.samples, group.tokens)):
-        out[i, : len(t)] = x[s, t]
-        bias[i, : len(t)] = 0.0
-    return out, bias
+    """Kept tokens of the group's samples as ``(G, K, C)`` plus the key bias ``(G, K)`` (-inf on padding)."""
+    flat = x.reshape(-1, x.shape[-1])
+    bias = np.where(group.valid, np.float32(0), np.float32(-np.inf))
+    return np.take(flat, group.index, axis=0), bias
 
 
 def scatter(x: np.ndarray, group: Group, values: np.ndarray) -> None:
-    """Write the group's results back into the full token buffer, in place."""
-    for i, (s, t) in enumerate(zip(group.samples, group.tokens)):
-        x[s, t] = values[i, : len(t)]
+    """Write the group's results back into the full token buffer, in place (padding is dropped)."""
+    flat = x.reshape(-1, x.shape[-1])
+    if group.valid.all():
+        flat[group.index.ravel()] = values.reshape(-1, values.shape[-1])
+    else:
+        flat[group.index[group.valid]] = values[group.valid]

@@ -1,0 +1,122 @@
+"""Accuracy against cost: top-1 and mean GMACs of a bundle at each budget and precision.
+
+The trade-off the paper promises ("efficiency/accuracy trade-offs conditioned
+on different computational budgets"), measured on labelled held-out images
+with the deployed runtime itself, plus the dense graph as the ceiling. Each
+row also says how far its predictions and decisions stray from fp32 at the
+same budget.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .cost import dense_gmacs
+from .errors import InputError
+from .export import compare
+from .runtime import AdaptiveRuntime, load_bundle
+
+
+@dataclass
+class EvalRow:
+    budget: str
+    precision: str
+    top1: float
+    gmacs_mean: float
+    gmacs_fraction: float
+    top1_agreement_vs_fp32: float
+    decision_agreement_vs_fp32: float
+
+
+def labelled_data(source: str | Path) -> tuple[np.ndarray, np.ndarray, str]:
+    """``"demo"`` (the demo's 360 held-out digits) or an ``.npz`` with ``images`` and ``labels``."""
+    if str(source) == "demo":
+        from .demo import load_digits_split
+
+        split = load_digits_split()
+        return split.test_images, split.test_labels, "demo digits, held-out split (360 images)"
+    path = Path(source)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            images, labels = z["images"], z["labels"]
+    except (OSError, ValueError, KeyError) as e:
+        raise InputError(f"{path}: need 'demo' or an .npz with 'images' and 'labels' arrays ({type(e).__name__}: {e})") from None
+    if len(images) != len(labels) or len(images) == 0:
+        raise InputError(f"{path}: {len(images)} images but {len(labels)} labels")
+    return images.astype(np.float32), labels.astype(np.int64), str(path)
+
+
+def evaluate(
+    bundle: str | Path,
+    images: np.ndarray,
+    labels: np.ndarray,
+    budgets: Sequence[str] | None = None,
+    precisions: Sequence[str] | None = None,
+    threads: int = 0,
+    batch_size: int = 64,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[list[EvalRow], float]:
+    """Rows for every (budget, precision) of the bundle (or those given), and the dense graph's top-1."""
+    step = progress or (lambda _: None)
+    rt = load_bundle(bundle, threads=threads)
+    budgets = list(budgets or rt.manifest.budgets)
+    precisions = ["fp32", *(p for p in precisions or rt.manifest.precisions if p != "fp32")]
+    dense = dense_gmacs(rt.cfg)
+    rows = []
+    for budget in budgets:
+        ref = None
+        for precision in precisions:
+            step(f"budget {budget}, {precision}")
+            run = AdaptiveRuntime(rt.bundle, rt.manifest, rt.backend, budget, precision)
+            got = run.infer(images, batch_size)
+            ref = ref or got  # fp32 runs first
+            vs_fp32 = compare(ref, got)
+            rows.append(
+                EvalRow(
+                    budget=budget,
+                    precision=precision,
+                    top1=float((got.logits.argmax(1) == labels).mean()),
+                    gmacs_mean=float(got.gmacs.mean()),
+                    gmacs_fraction=float(got.gmacs.mean() / dense),
+                    top1_agreement_vs_fp32=vs_fp32["top1_agreement"],
+                    decision_agreement_vs_fp32=vs_fp32["decision_agreement"],
+                )
+            )
+    dense_logits = np.concatenate([rt.dense(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
+    return rows, float((dense_logits.argmax(1) == labels).mean())
+
+
+def to_json(rows: list[EvalRow], dense_top1: float, data: str) -> dict:
+    return {"data": data, "dense_top1": dense_top1, "rows": [asdict(r) for r in rows]}
+
+
+def plot_tradeoff(rows: list[EvalRow], dense_top1: float, title: str, path: str | Path) -> Path:
+    """Top-1 against mean GMACs (share of dense), one marker per precision, budgets labelled."""
+    from .visualize import pyplot
+
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    markers = {"fp32": ("o", "#1b9e77"), "fp16": ("s", "#7570b3"), "int8": ("^", "#d95f02")}
+    for precision in dict.fromkeys(r.precision for r in rows):
+        sel = sorted((r for r in rows if r.precision == precision), key=lambda r: r.gmacs_fraction)
+        marker, color = markers.get(precision, ("x", "black"))
+        ax.plot([r.gmacs_fraction * 100 for r in sel], [r.top1 * 100 for r in sel], marker=marker, color=color,
+                label=precision, alpha=0.85, ms=8)  # fmt: skip
+        if precision == "fp32":
+            for r in sel:
+                ax.annotate(r.budget, (r.gmacs_fraction * 100, r.top1 * 100), xytext=(6, -12), textcoords="offset points")
+    ax.scatter([100], [dense_top1 * 100], marker="*", s=160, color="black", label="dense graph", zorder=3)
+    ax.set_xlabel("mean GMACs, % of dense")
+    ax.set_ylabel("top-1 accuracy, %")
+    ax.set_title(title, fontsize=11)
+    ax.grid(alpha=0.3)
+    ax.legend(frameon=False, loc="lower right")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
