@@ -25,7 +25,7 @@ from conftest import build_random_model
 
 @pytest.fixture(scope="module")
 def calibrated(tmp_path_factory):
-    """A random model exported with budgets native,0.8,0.5 and FP16 graphs, calibrated on 48 images."""
+    """A random model exported with budgets native,0.8,0.5, FP16 and INT8 graphs, calibrated on 48 images."""
     tmp = tmp_path_factory.mktemp("calibrated")
     ckpt = tmp / "random.pth.tar"
     save_checkpoint(build_random_model(3), ckpt)
@@ -33,7 +33,7 @@ def calibrated(tmp_path_factory):
     rng = np.random.default_rng(1)
     np.savez(tmp / "calib.npz", images=rng.standard_normal((64, cfg.in_chans, cfg.img_size, cfg.img_size), dtype=np.float32))
     out = export_bundle(
-        ckpt, tmp / "bundle", budgets="native,0.8,0.5", calibration=tmp / "calib.npz", calib_count=48, fp16=True
+        ckpt, tmp / "bundle", budgets="native,0.8,0.5", calibration=tmp / "calib.npz", calib_count=48, fp16=True, int8=True
     )
     return out, tmp
 
@@ -143,7 +143,7 @@ def test_calibration_sources(make_checkpoint, tmp_path):
 def test_fp16_variants(calibrated):
     bundle, _ = calibrated
     manifest = read_manifest(bundle)
-    assert manifest.precisions == ["fp32", "fp16"]
+    assert manifest.precisions == ["fp32", "fp16", "int8"]
     attn = onnx.load(str(bundle / manifest.artifacts["attn_1.fp16"].file))
     # I/O stays fp32 (heads is an index)
     assert {i.name: i.type.tensor_type.elem_type for i in attn.graph.input}["x"] == onnx.TensorProto.FLOAT
@@ -158,8 +158,96 @@ def test_fp16_variants(calibrated):
     rt16 = load_bundle(bundle, precision="fp16")
     x = np.random.default_rng(2).standard_normal((3, 3, 32, 32), dtype=np.float32)
     assert rt16.infer(x).logits.shape == (3, rt16.cfg.num_classes)
+
+
+def test_precision_without_its_graphs_is_a_clear_error(make_checkpoint, tmp_path):
+    bundle = export_bundle(make_checkpoint(), tmp_path / "b")
     with pytest.raises(ConfigError, match="no int8 graphs .* re-export it with --int8"):
         load_bundle(bundle, precision="int8")
+    with pytest.raises(ConfigError, match="--int8 need a calibration set"):
+        export_bundle(make_checkpoint(), tmp_path / "c", int8=True)
+
+
+def test_int8_graphs_are_symmetric_qdq(calibrated):
+    bundle, _ = calibrated
+    manifest = read_manifest(bundle)
+    for name in ("attn_1", "mlp_1", "dense"):
+        model = onnx.load(str(bundle / manifest.artifacts[f"{name}.int8"].file))
+        onnx.checker.check_model(model)
+        nodes = model.graph.node
+        inits = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+        dq = [n for n in nodes if n.op_type == "DequantizeLinear"]
+        q = [n for n in nodes if n.op_type == "QuantizeLinear"]
+        matmuls = [n for n in nodes if n.op_type == "MatMul"]
+        assert q and len(dq) == 2 * len(q)  # activation Q->DQ + a weight DQ per quantized MatMul
+        for n in q + dq:  # zero point 0 (or absent), int8
+            if len(n.input) > 2:
+                assert inits[n.input[2]].dtype == np.int8 and not inits[n.input[2]].any()
+        produced_by = {o: n.op_type for n in nodes for o in n.output}
+        weight_dq = [n for n in dq if produced_by.get(n.input[0]) != "QuantizeLinear"]
+        assert len(weight_dq) == len(q)
+        # per output channel: a 1-D scale along B's columns
+        assert all(any(a.name == "axis" and a.i == 1 for a in n.attribute) for n in weight_dq)
+        weights = [w for w in inits.values() if w.dtype == np.int8 and w.ndim >= 2]
+        assert len(weights) == len(q) and all(np.abs(w).max() <= 63 for w in weights)
+        C = manifest.model.embed_dim  # no float weight matrix left in a block (biases and scales are)
+        if name != "dense":
+            assert all(w.size <= 3 * C for w in inits.values() if w.dtype == np.float32 and w.ndim >= 2)
+        else:  # every block's four weight MatMuls; stem and classifier stay float
+            assert len(q) == 4 * manifest.model.depth
+        # nothing is quantized after a MatMul; LayerNorm and Softmax stay float
+        assert not any(produced_by.get(n.input[0]) == "MatMul" for n in q)
+        assert {"LayerNormalization"} <= {n.op_type for n in nodes}
+        quantized = [m for m in matmuls if produced_by.get(m.input[0]) == "DequantizeLinear"]
+        assert len(quantized) == len(q)
+    for name in ("policy_1", "stem", "head"):
+        assert manifest.artifacts[f"{name}.int8"].file == manifest.artifacts[name].file
+
+
+def test_int8_runs_int8_kernels_on_onnx_runtime(calibrated, tmp_path):
+    import onnxruntime as ort
+
+    bundle, _ = calibrated
+    opts = ort.SessionOptions()
+    opts.optimized_model_filepath = str(tmp_path / "opt.onnx")
+    opts.use_per_session_threads = False
+    ort.InferenceSession(str(bundle / "mlp_1.int8.onnx"), opts, providers=["CPUExecutionProvider"])
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node]
+    assert ops.count("MatMulIntegerToFloat") == 2, ops
+
+
+def test_int8_parity_is_reported(calibrated):
+    bundle, tmp = calibrated
+    report = read_manifest(bundle).parity["vs_fp32"]["int8"]
+    assert report["samples"] == 48 and report["decision_agreement"] >= 0.95 and report["top1_agreement"] >= 0.5
+    assert isinstance(report["kept_float"], list) and "stem" in report["kept_float"]
+    rt = load_bundle(bundle, precision="int8", budget="0.5")
+    x = load_calibration(tmp / "calib.npz", rt.cfg, count=8).images
+    assert rt.infer(x).logits.shape == (8, rt.cfg.num_classes)
+
+
+def test_evaluate_table(calibrated, tmp_path):
+    bundle, tmp = calibrated
+    with np.load(tmp / "calib.npz") as z:
+        images = z["images"][:20]
+    labels = np.arange(20) % 7
+    np.savez(tmp_path / "labelled.npz", images=images, labels=labels)
+    out = tmp_path / "ev.json"
+    runner = CliRunner()
+    res = runner.invoke(app, ["evaluate", str(bundle), "--data", str(tmp_path / "labelled.npz"), "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    table = json.loads(out.read_text())
+    rows = {(r["budget"], r["precision"]): r for r in table["rows"]}
+    assert set(rows) == {(b, p) for b in ("native", "0.8", "0.5") for p in ("fp32", "fp16", "int8")}
+    for (b, p), r in rows.items():
+        assert 0 <= r["top1"] <= 1 and r["gmacs_fraction"] > 0
+        if p == "fp32":
+            assert r["top1_agreement_vs_fp32"] == 1.0 and r["decision_agreement_vs_fp32"] == 1.0
+    assert rows[("0.5", "fp32")]["gmacs_fraction"] < rows[("0.8", "fp32")]["gmacs_fraction"]
+    assert 0 <= table["dense_top1"] <= 1
+    np.savez(tmp_path / "nolabels.npz", images=images)
+    bad = runner.invoke(app, ["evaluate", str(bundle), "--data", str(tmp_path / "nolabels.npz")])
+    assert bad.exit_code == 1 and "'images' and 'labels'" in bad.output
 
 
 def test_trt_profiles_follow_the_budgets(calibrated):

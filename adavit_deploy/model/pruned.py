@@ -90,6 +90,7 @@ class PrunedAttention(nn.Module):
         C = a.proj.weight.shape[0]
         self.norm1 = block.norm1
         self.scale = a.scale
+        self.head_dim = C // H  # a Python int: the traced graph must not read it off the gathered weight
         lins = (a.query, a.key, a.value)
         # (H, 3, d, C): each head's q/k/v rows are one contiguous block, so the
         # gather is k memcpys (heads on axis 1 made it a quarter of the call)
@@ -103,7 +104,7 @@ class PrunedAttention(nn.Module):
         w, b = self.wqkv, self.bqkv
         if heads is not None:
             w, b = w.index_select(0, heads), b.index_select(0, heads)
-        d = w.shape[2]
+        d = self.head_dim
         qkv = self.norm1(x) @ w.reshape(-1, C).t() + b.reshape(-1)
         q, k, v = qkv.reshape(G, K, -1, 3, d).permute(3, 0, 2, 1, 4)
         scores = (q @ k.transpose(-2, -1)) * self.scale
