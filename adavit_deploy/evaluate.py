@@ -100,12 +100,13 @@ def plot_tradeoff(rows: list[EvalRow], dense_top1: float, title: str, path: str 
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 5))
-    markers = {"fp32": ("o", "#1b9e77"), "fp16": ("s", "#7570b3"), "int8": ("^", "#d95f02")}
+    # shrinking markers: where precisions agree the points coincide, and all stay visible
+    markers = {"fp32": ("o", "#1b9e77", 13), "fp16": ("s", "#7570b3", 9), "int8": ("^", "#d95f02", 6)}
     for precision in dict.fromkeys(r.precision for r in rows):
         sel = sorted((r for r in rows if r.precision == precision), key=lambda r: r.gmacs_fraction)
-        marker, color = markers.get(precision, ("x", "black"))
+        marker, color, size = markers.get(precision, ("x", "black", 8))
         ax.plot([r.gmacs_fraction * 100 for r in sel], [r.top1 * 100 for r in sel], marker=marker, color=color,
-                label=precision, alpha=0.85, ms=8)  # fmt: skip
+                label=precision, alpha=0.85, ms=size, lw=1.5)  # fmt: skip
         if precision == "fp32":
             for r in sel:
                 ax.annotate(r.budget, (r.gmacs_fraction * 100, r.top1 * 100), xytext=(6, -12), textcoords="offset points")

@@ -152,7 +152,7 @@ def plan_build(manifest: Manifest, precision: str, trt_major: int, bundle: str |
       graph's own types decide; what stays fp32 is the exporter's call).
     - fp16 on TensorRT 10 without FP16 graphs: the fp32 graphs with ``BuilderFlag.FP16``;
       policy graphs stay fp32 (a flipped decision costs more than a slow op).
-    - otherwise a one-line error: the bundle needs re-exporting with issue 5's ``--fp16/--int8``.
+    - otherwise a one-line error: the bundle needs re-exporting with ``--fp16/--int8``.
     """
     check_precision(precision)
     graphs = graph_names(manifest)

@@ -148,7 +148,7 @@ def test_tampered_engine_is_refused(engines, bundle, tmp_path):
 
 
 def test_fp16(trt_module, bundle, images, tmp_path):
-    """TensorRT 10: the FP16 builder flag on the fp32 graphs; 11: needs FP16 graphs (issue 5)."""
+    """TensorRT 10: the FP16 builder flag on the fp32 graphs; 11: needs FP16 graphs (export --fp16)."""
     from adavit_deploy.runtime.backends.trt import TrtBackend, tensorrt_major
     from adavit_deploy.trt_build import build_engines
 

@@ -54,7 +54,7 @@ def manifest(bundle):
 
 
 def _with_variants(manifest, precision, graphs=None):
-    """The manifest as issue 5's export would extend it: a ``<graph>.<precision>`` artifact per graph."""
+    """The manifest as ``export --fp16/--int8`` extends it: a ``<graph>.<precision>`` artifact per graph."""
     arts = dict(manifest.artifacts)
     for g in graph_names(manifest) if graphs is None else graphs:
         a = manifest.artifacts[g]

@@ -9,7 +9,7 @@ separately; the runtime picks the bucket per call (``select_profile``).
 
 ``opt`` sits at the top of each range (the bucket size, max batch, all heads):
 the largest call of a range is where the time goes. Calibration statistics
-(issue 5's budgets) can replace the defaults through ``ProfileSpec``, e.g.
+(the budgets' calibrated edges, ``trt_build.budget_profile_spec``) replace the defaults through ``ProfileSpec``, e.g.
 ``token_edges=buckets_from_counts(kept_token_counts, N)``.
 """
 
