@@ -24,6 +24,9 @@ from typing import Any, Iterator
 from .config import AdaViTConfig, Thresholds
 from .errors import BundleError
 
+#: Where bundles go by default (relative to the working directory), and the demo model's bundle name.
+DEFAULT_OUT = Path("export/bundles")
+DEMO_BUNDLE_NAME = "ada_digits"
 SCHEMA = "adavit-deploy/bundle"
 SCHEMA_VERSION = 2  # 2: policy graphs output probabilities; budgets
 MANIFEST = "manifest.json"
@@ -193,6 +196,23 @@ def read_manifest(bundle: str | Path, verify: bool = True) -> Manifest:
             if sha256(f) != art.sha256:
                 raise BundleError(f"{bundle}: artifact {art.file} ({name}) fails its sha256 check: re-export the bundle")
     return manifest
+
+
+def resolve_bundle(bundle: str | Path | None) -> Path:
+    """``bundle``, or the demo's default bundle (what ``adavit-deploy export`` writes with no checkpoint);
+    a clear error if it is not there."""
+    if bundle is None:
+        path = DEFAULT_OUT / DEMO_BUNDLE_NAME
+        if not path.is_dir():
+            raise BundleError(
+                f"no BUNDLE given and the default bundle {path} does not exist: "
+                "create it with `adavit-deploy export`, or pass a bundle directory"
+            )
+        return path
+    path = Path(bundle)
+    if not path.is_dir():
+        raise BundleError(f"{path}: no such bundle directory: create one with `adavit-deploy export`")
+    return path
 
 
 @contextmanager

@@ -289,9 +289,9 @@ def evaluate(
     plot: Annotated[Optional[Path], typer.Option("--plot", help="Write a PNG: top-1 against mean GMACs.")] = None,
 ) -> None:
     """Top-1 accuracy and mean GMACs at each budget and precision of a bundle, on labelled images."""
+    from .bundle import resolve_bundle
     from .evaluate import evaluate as run_evaluate
     from .evaluate import labelled_data, plot_tradeoff, to_json
-    from .trt_build import resolve_bundle
     from .visualize import pyplot
 
     with _errors(), console.status("evaluating") as status:

@@ -28,7 +28,7 @@ import onnx
 import torch
 
 from . import __version__
-from .bundle import NATIVE, Artifact, Manifest, TensorSpec, sha256, staged_directory, variant_key
+from .bundle import DEFAULT_OUT, NATIVE, Artifact, Manifest, TensorSpec, sha256, staged_directory, variant_key
 from .calibration import CalibrationSet, calibrate_budgets, load_calibration, parse_budgets
 from .errors import ConfigError
 from .model import AdaViT, load_model
@@ -36,7 +36,6 @@ from .model.pruned import Classifier, DenseViT, Policy, PrunedAttention, PrunedM
 from .runtime.adaptive import AdaptiveRuntime, InferResult
 from .runtime.backends import get_backend
 
-DEFAULT_OUT = Path("export/bundles")
 MIN_OPSET = 17
 
 Progress = Callable[[str], None]

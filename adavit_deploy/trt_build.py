@@ -31,23 +31,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import __version__
-from .bundle import PRECISIONS, Manifest, read_manifest, sha256, staged_directory
+from .bundle import PRECISIONS, Manifest, read_manifest, resolve_bundle, sha256, staged_directory
 from .bundle import variant_key as _variant_key
 from .errors import BackendError, BundleError, ConfigError
 from .runtime.backends.trt import MIN_TENSORRT, current_environment, import_tensorrt, tensorrt_major
 from .runtime.backends.trt_manifest import ENGINE_DIR, ENGINES_JSON, EngineEntry, EngineManifest
 from .runtime.backends.trt_profiles import Profile, ProfileSpec, graph_profiles
 
-#: Where the embedded demo model's export lands: ``adavit-deploy export`` with no checkpoint.
-DEFAULT_BUNDLE_NAME = "ada_digits"
-
 Progress = Callable[[str], None]
-
-
-def default_bundle() -> Path:
-    from .export import DEFAULT_OUT
-
-    return DEFAULT_OUT / DEFAULT_BUNDLE_NAME
 
 
 # -- what to build (pure) --------------------------------------------------------------
@@ -71,22 +62,6 @@ def validate_build_args(
         raise ConfigError(f"--timing-cache {timing_cache} is a directory: give a file path")
     if out is not None and Path(out).exists() and not Path(out).is_dir():
         raise ConfigError(f"--out {out} is a file: give a directory for the engines")
-
-
-def resolve_bundle(bundle: str | Path | None) -> Path:
-    """``bundle``, or the default bundle of ``adavit-deploy export``; a clear error if it is not there."""
-    if bundle is None:
-        path = default_bundle()
-        if not path.is_dir():
-            raise BundleError(
-                f"no BUNDLE given and the default bundle {path} does not exist: "
-                "create it with `adavit-deploy export`, or pass a bundle directory"
-            )
-        return path
-    path = Path(bundle)
-    if not path.is_dir():
-        raise BundleError(f"{path}: no such bundle directory: create one with `adavit-deploy export`")
-    return path
 
 
 def check_precision(precision: str) -> str:

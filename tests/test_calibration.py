@@ -7,6 +7,7 @@ import json
 import numpy as np
 import onnx
 import pytest
+from conftest import build_random_model
 from typer.testing import CliRunner
 
 from adavit_deploy.bundle import Budget, read_manifest
@@ -17,10 +18,9 @@ from adavit_deploy.config import Thresholds
 from adavit_deploy.cost import dense_gmacs
 from adavit_deploy.errors import BundleError, ConfigError, InputError
 from adavit_deploy.export import export_bundle
-from adavit_deploy.runtime import load_bundle
 from adavit_deploy.model import load_model, save_checkpoint
+from adavit_deploy.runtime import load_bundle
 from adavit_deploy.trt_build import budget_profile_spec
-from conftest import build_random_model
 
 
 @pytest.fixture(scope="module")

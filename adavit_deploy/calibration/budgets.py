@@ -116,7 +116,7 @@ def search_budget(
     for name, mix in _mixes(cfg).items():
         cache: dict[float, tuple[float, InferResult]] = {}
 
-        def frac(s: float) -> float:
+        def frac(s: float, mix: tuple[float, float, float] = mix, cache: dict = cache) -> float:
             if s not in cache:
                 result = runtime.infer(images, batch_size, budget=shifted(native, mix, s))
                 cache[s] = (float(result.gmacs.mean() / dense), result)
