@@ -139,7 +139,7 @@ def add_variants(
     """Write the ``precision`` variant of every graph into ``stage`` and register it in ``manifest``.
 
     A graph that stays float at this precision (the policy graphs always:
-    they end in the decision logits; stem and classifier at int8; a graph the
+    they end in the decision logits; the classifier at int8; a graph the
     calibration set never ran, which has no activation ranges) gets its fp32
     file as its variant, so every graph has one (what ``build-trt`` needs).
     Those are listed in ``manifest.parity["vs_fp32"][precision]["kept_float"]``.

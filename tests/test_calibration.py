@@ -193,15 +193,17 @@ def test_int8_graphs_are_symmetric_qdq(calibrated):
         C = manifest.model.embed_dim  # no float weight matrix left in a block (biases and scales are)
         if name != "dense":
             assert all(w.size <= 3 * C for w in inits.values() if w.dtype == np.float32 and w.ndim >= 2)
-        else:  # every block's four weight MatMuls; stem and classifier stay float
-            assert len(q) == 4 * manifest.model.depth
+        else:  # every block's four weight MatMuls and the patch embedding; the classifier stays float
+            assert len(q) == 4 * manifest.model.depth + 1
         # nothing is quantized after a MatMul; LayerNorm and Softmax stay float
         assert not any(produced_by.get(n.input[0]) == "MatMul" for n in q)
         assert {"LayerNormalization"} <= {n.op_type for n in nodes}
         quantized = [m for m in matmuls if produced_by.get(m.input[0]) == "DequantizeLinear"]
         assert len(quantized) == len(q)
-    for name in ("policy_1", "stem", "head"):
+    for name in ("policy_1", "head"):
         assert manifest.artifacts[f"{name}.int8"].file == manifest.artifacts[name].file
+    stem = onnx.load(str(bundle / manifest.artifacts["stem.int8"].file))
+    assert "Conv" not in {n.op_type for n in stem.graph.node}  # the patch embedding is an int8 MatMul
 
 
 def test_int8_runs_int8_kernels_on_onnx_runtime(calibrated, tmp_path):
@@ -220,7 +222,7 @@ def test_int8_parity_is_reported(calibrated):
     bundle, tmp = calibrated
     report = read_manifest(bundle).parity["vs_fp32"]["int8"]
     assert report["samples"] == 48 and report["decision_agreement"] >= 0.95 and report["top1_agreement"] >= 0.5
-    assert isinstance(report["kept_float"], list) and "stem" in report["kept_float"]
+    assert isinstance(report["kept_float"], list) and "head" in report["kept_float"] and "stem" not in report["kept_float"]
     rt = load_bundle(bundle, precision="int8", budget="0.5")
     x = load_calibration(tmp / "calib.npz", rt.cfg, count=8).images
     assert rt.infer(x).logits.shape == (8, rt.cfg.num_classes)
