@@ -275,3 +275,24 @@ def test_cli_budget_and_precision(calibrated, tmp_path):
     assert bad.exit_code == 1 and "no budget 0.6" in bad.output and not (tmp_path / "x.npz").exists()
     bad = runner.invoke(app, ["export", str(tmp / "random.pth.tar"), "-o", str(tmp_path / "b"), "--budgets", "native,0.5"])
     assert bad.exit_code == 1 and "need a calibration set" in bad.output and "Traceback" not in bad.output
+
+
+def test_build_trt_uses_the_exported_variants_and_budgets(calibrated, monkeypatch):
+    import sys
+
+    from adavit_deploy.trt_build import plan_build
+
+    bundle, _ = calibrated
+    manifest = read_manifest(bundle)
+    for precision in ("fp16", "int8"):
+        plan = plan_build(manifest, precision, 11, bundle)
+        assert all(p.strongly_typed and p.source == f"{p.graph}.{precision}" for p in plan)
+        files = {p.graph: manifest.artifacts[p.source].file for p in plan}
+        assert files["policy_1"] == "policy_1.onnx" and files["attn_1"] == f"attn_1.{precision}.onnx"
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # as on a machine without TensorRT
+    runner = CliRunner()
+    res = runner.invoke(app, ["build-trt", str(bundle), "--int8", "--budget", "0.5", "--budget", "native"])
+    assert res.exit_code == 1 and "TensorRT is not installed" in res.output and "Traceback" not in res.output
+    res = runner.invoke(app, ["build-trt", str(bundle), "--budget", "0.9"])
+    assert res.exit_code == 1 and "no budget 0.9" in res.output
+    assert not (bundle / "trt").exists()

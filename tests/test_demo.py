@@ -76,3 +76,22 @@ def test_shipped_samples_are_recognised():
     with torch.no_grad():
         predicted = model(torch.from_numpy(images)).logits.argmax(1).numpy()
     assert (predicted == np.arange(10)).sum() >= 9
+
+
+def test_budgets_and_precisions_on_held_out_digits(split, tmp_path):
+    """Issue 5's table: top-1 and GMACs at native / 0.7 / 0.5, fp16 and int8 next to fp32."""
+    from adavit_deploy.evaluate import evaluate
+
+    bundle = export_bundle(
+        demo_checkpoint(), tmp_path / "demo", budgets="native,0.7,0.5", calibration="demo", calib_count=128, fp16=True, int8=True
+    )
+    rows, dense_top1 = evaluate(bundle, split.test_images, split.test_labels)
+    top1 = {(r.budget, r.precision): r.top1 for r in rows}
+    frac = {(r.budget, r.precision): r.gmacs_fraction for r in rows}
+    for budget in ("0.7", "0.5"):  # calibrated on training digits, held within 5% on held-out ones
+        assert abs(frac[(budget, "fp32")] - float(budget)) <= 0.05 * float(budget)
+    assert frac[("0.5", "fp32")] < frac[("native", "fp32")] < frac[("0.7", "fp32")]
+    assert top1[("native", "fp32")] >= 0.97 and top1[("0.7", "fp32")] >= 0.97 and top1[("0.5", "fp32")] >= 0.95
+    assert dense_top1 >= top1[("0.5", "fp32")]
+    for precision in ("fp16", "int8"):
+        assert abs(top1[("native", precision)] - top1[("native", "fp32")]) <= 0.01
