@@ -273,6 +273,11 @@ def test_cli_budget_and_precision(calibrated, tmp_path):
         assert z["logits"].shape[0] == 64
     bad = runner.invoke(app, ["infer", str(bundle), str(tmp / "calib.npz"), "--budget", "0.6", "-o", str(tmp_path / "x.npz")])
     assert bad.exit_code == 1 and "no budget 0.6" in bad.output and not (tmp_path / "x.npz").exists()
+    with np.load(tmp / "calib.npz") as z:
+        np.save(tmp_path / "one.npy", z["images"][:1])
+    png = tmp_path / "p.png"
+    ok = runner.invoke(app, ["inspect", str(bundle), str(tmp_path / "one.npy"), "--budget", "0.5", "--out", str(png)])
+    assert ok.exit_code == 0 and png.stat().st_size > 0, ok.output
     bad = runner.invoke(app, ["export", str(tmp / "random.pth.tar"), "-o", str(tmp_path / "b"), "--budgets", "native,0.5"])
     assert bad.exit_code == 1 and "need a calibration set" in bad.output and "Traceback" not in bad.output
 
@@ -296,3 +301,19 @@ def test_build_trt_uses_the_exported_variants_and_budgets(calibrated, monkeypatc
     res = runner.invoke(app, ["build-trt", str(bundle), "--budget", "0.9"])
     assert res.exit_code == 1 and "no budget 0.9" in res.output
     assert not (bundle / "trt").exists()
+
+
+def test_bench_compares_precisions_at_a_budget(calibrated):
+    from adavit_deploy.bench import bench
+
+    bundle, _ = calibrated
+    report = bench(bundle, batch_sizes="2", iterations=2, warmup=0, engines="adaptive,adaptive.int8,dense.fp16",
+                   budget="0.5", memory=False)  # fmt: skip
+    assert report.settings["budget"] == "0.5" and report.settings["engines"] == ["adaptive", "adaptive.int8", "dense.fp16"]
+    (cmp,) = report.comparisons
+    assert set(cmp["speedup_vs_fp32"]) == {"adaptive.int8"} and cmp["speedup_vs_fp32"]["adaptive.int8"] > 0
+    parity = report.precision_parity["adaptive.int8"]
+    assert parity["samples"] == 32 and 0.9 <= parity["decision_agreement"] <= 1.0
+    # the adaptive engines ran at the budget: its cost, not native's
+    native = bench(bundle, batch_sizes="2", iterations=1, warmup=0, engines="adaptive", memory=False)
+    assert report.gmacs["adaptive_mean"] != native.gmacs["adaptive_mean"]
