@@ -131,7 +131,7 @@ def export(
         ),
     ] = None,
     out: Annotated[
-        Optional[Path], typer.Option("--out", "-o", help="Bundle directory [default: export/bundles/<checkpoint name>].")
+        Optional[Path], typer.Option("--out", "-o", help="Bundle directory \\[default: export/bundles/<checkpoint name>].")
     ] = None,
     opset: Annotated[int, typer.Option(help="ONNX opset (>= 17: LayerNormalization as one op).")] = 17,
     max_batch: Annotated[int, typer.Option(help="Largest batch the bundle promises (TensorRT profiles use it).")] = 32,
@@ -147,7 +147,7 @@ def export(
         Optional[str],
         typer.Option(
             help="Calibration set for budgets and --int8: a folder of images, an .npz/.npy of normalised NCHW "
-            "images, or 'demo' (the demo model's training digits) [default: demo for the demo model]."
+            "images, or 'demo' (the demo model's training digits) \\[default: demo for the demo model]."
         ),
     ] = None,
     calib_count: Annotated[int, typer.Option(help="Calibration images to use (a seeded subset of --calib).")] = 256,
@@ -275,14 +275,14 @@ def inspect(
 def evaluate(
     bundle: Annotated[
         Optional[Path],
-        typer.Argument(help="Bundle directory [default: export/bundles/ada_digits, the demo model's]."),
+        typer.Argument(help="Bundle directory \\[default: export/bundles/ada_digits, the demo model's]."),
     ] = None,
     data: Annotated[
         str, typer.Option(help="Labelled images: 'demo' (the demo's 360 held-out digits) or an .npz with images and labels.")
     ] = "demo",
-    budgets: Annotated[Optional[str], typer.Option(help="Comma-separated budgets [default: all of the bundle's].")] = None,
+    budgets: Annotated[Optional[str], typer.Option(help="Comma-separated budgets \\[default: all of the bundle's].")] = None,
     precisions: Annotated[
-        Optional[str], typer.Option(help="Comma-separated precisions [default: all of the bundle's].")
+        Optional[str], typer.Option(help="Comma-separated precisions \\[default: all of the bundle's].")
     ] = None,
     threads: Annotated[int, typer.Option(help="Intra-op threads (0: one per core).")] = 0,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the table as JSON.")] = None,
@@ -329,7 +329,7 @@ def evaluate(
 def build_trt(
     bundle: Annotated[
         Optional[Path],
-        typer.Argument(help="Bundle directory written by `export` [default: export/bundles/ada_digits, the demo model's]."),
+        typer.Argument(help="Bundle directory written by `export` \\[default: export/bundles/ada_digits, the demo model's]."),
     ] = None,
     fp16: Annotated[
         bool,
@@ -340,15 +340,15 @@ def build_trt(
     ] = False,
     int8: Annotated[bool, typer.Option("--int8", help="INT8 engines from the bundle's Q/DQ graphs.")] = False,
     max_batch: Annotated[
-        Optional[int], typer.Option(help="Largest batch the engines accept [default: the bundle's max batch].")
+        Optional[int], typer.Option(help="Largest batch the engines accept \\[default: the bundle's max batch].")
     ] = None,
     workspace: Annotated[
-        Optional[float], typer.Option(help="TensorRT workspace memory limit in GiB [default: TensorRT's].")
+        Optional[float], typer.Option(help="TensorRT workspace memory limit in GiB \\[default: TensorRT's].")
     ] = None,
     timing_cache: Annotated[
         Optional[Path], typer.Option(help="Tactic timing cache file: read if it exists, written after the build.")
     ] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Engine directory [default: BUNDLE/trt].")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Engine directory \\[default: BUNDLE/trt].")] = None,
     budget: Annotated[
         Optional[list[str]],
         typer.Option(

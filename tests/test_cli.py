@@ -191,3 +191,17 @@ def test_console_script(tiny_full):
     assert report["architecture"]["embed_dim"] == 96
     assert report["flags"]["ada_token_with_mlp"] is True
 
+
+
+@pytest.mark.parametrize(
+    "command, shown",
+    [
+        ("build-trt", "[default: BUNDLE/trt]"),
+        ("export", "[default: export/bundles/<checkpoint name>]"),
+        ("evaluate", "[default: all of the bundle's]"),
+    ],
+)
+def test_help_shows_the_defaults_written_in_brackets(runner, command, shown):
+    """Help text is rich markup: an unescaped "[default: ...]" would vanish as a style tag."""
+    result = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0 and shown in result.output
