@@ -134,7 +134,7 @@ def parity_report(model: AdaViT, runtime: AdaptiveRuntime, images: np.ndarray) -
 
 
 def add_variants(
-    stage: Path, manifest: Manifest, precision: str, calib: CalibrationSet | None, threads: int, step: Progress
+    runtime: AdaptiveRuntime, precision: str, calib: CalibrationSet | None, step: Progress
 ) -> list[str]:
     """Write the ``precision`` variant of every graph into ``stage`` and register it in ``manifest``.
 
@@ -146,11 +146,11 @@ def add_variants(
     """
     from .calibration import fp16, int8
 
+    stage, manifest = runtime.bundle, runtime.manifest
     graphs = [k for k, a in manifest.artifacts.items() if a.inputs and "." not in k]
     calibrators = {}
     if precision == "int8":
         step(f"int8: calibrating activation ranges on {len(calib.images)} images")
-        runtime = AdaptiveRuntime(stage, manifest, get_backend("ort", threads))
         calibrators = int8.calibrate(runtime, calib.images)
     kept_float = []
     for name in graphs:
@@ -252,11 +252,11 @@ def export_bundle(
             manifest.artifacts["calibration"] = Artifact("calibration.json", sha256(stage / "calibration.json"))
             manifest.calibration = {"file": "calibration.json", "source": calib.record["source"], "count": len(calib.images)}
         check = calib.images if calib is not None else parity_images
-        fp32 = runtime.infer(check)
+        fp32 = runtime.infer(check, batch_size=32) if fp16 or int8 else None
         for precision, wanted in (("fp16", fp16), ("int8", int8)):
             if wanted:
-                kept_float = add_variants(stage, manifest, precision, calib, threads, step)
-                got = AdaptiveRuntime(stage, manifest, runtime.backend, precision=precision).infer(check)
+                kept_float = add_variants(runtime, precision, calib, step)
+                got = AdaptiveRuntime(stage, manifest, runtime.backend, precision=precision).infer(check, batch_size=32)
                 manifest.parity.setdefault("vs_fp32", {})[precision] = {**compare(fp32, got), "kept_float": kept_float}
         (stage / "manifest.json").write_text(manifest.to_json())
     return out
