@@ -485,10 +485,10 @@ def bench(
 
         # untimed: every input's decisions and cost, and parity against PyTorch
         say("checking parity against PyTorch" if model is not None else "routing the inputs", 0, 0)
-        full = rt.infer(pool, batch_size=chunk)
-        parity = None
         from .export import compare, parity_report
 
+        full = rt.infer(pool, batch_size=chunk)
+        parity = None
         if model is not None:
             parity = _merge_parity([parity_report(model, rt, pool[i : i + chunk]) for i in range(0, len(pool), chunk)])
         precision_parity = {

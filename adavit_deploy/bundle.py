@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .config import AdaViTConfig, Thresholds
-from .errors import BundleError
+from .errors import BundleError, ConfigError
 
 #: Where bundles go by default (relative to the working directory), and the demo model's bundle name.
 DEFAULT_OUT = Path("export/bundles")
@@ -85,9 +85,19 @@ def budget_name(value: str | float) -> str:
     return f"{float(value):g}"
 
 
+def check_precision(precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+    return precision
+
+
 def variant_key(graph: str, precision: str) -> str:
-    """Manifest key of ``graph`` at ``precision``: ``attn_0``, ``attn_0.fp16``, ``attn_0.int8``."""
-    return graph if precision == "fp32" else f"{graph}.{precision}"
+    """Manifest key of ``graph`` at ``precision``: ``attn_0``, ``attn_0.fp16``, ``attn_0.int8``.
+
+    ``export --fp16/--int8`` registers its variants under these keys; the
+    runtime and ``build-trt`` find them with this lookup and nothing else.
+    """
+    return graph if check_precision(precision) == "fp32" else f"{graph}.{precision}"
 
 
 @dataclass

@@ -31,8 +31,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import __version__
-from .bundle import PRECISIONS, Manifest, read_manifest, resolve_bundle, sha256, staged_directory
-from .bundle import variant_key as _variant_key
+from .bundle import Manifest, check_precision, read_manifest, resolve_bundle, sha256, staged_directory, variant_key
 from .errors import BackendError, BundleError, ConfigError
 from .runtime.backends.trt import MIN_TENSORRT, current_environment, import_tensorrt, tensorrt_major
 from .runtime.backends.trt_manifest import ENGINE_DIR, ENGINES_JSON, EngineEntry, EngineManifest
@@ -62,21 +61,6 @@ def validate_build_args(
         raise ConfigError(f"--timing-cache {timing_cache} is a directory: give a file path")
     if out is not None and Path(out).exists() and not Path(out).is_dir():
         raise ConfigError(f"--out {out} is a file: give a directory for the engines")
-
-
-def check_precision(precision: str) -> str:
-    if precision not in PRECISIONS:
-        raise ConfigError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
-    return precision
-
-
-def variant_key(graph: str, precision: str) -> str:
-    """Manifest key of ``graph``'s ONNX at ``precision`` (``attn_0.fp16``), after checking the precision.
-
-    ``export --fp16/--int8`` registers its variants under these keys;
-    building from them is then this lookup and nothing else.
-    """
-    return _variant_key(graph, check_precision(precision))
 
 
 def budget_profile_spec(manifest: Manifest, budgets: list[str] | None, max_batch: int | None = None) -> ProfileSpec:

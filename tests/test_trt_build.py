@@ -18,12 +18,12 @@ import onnx
 import pytest
 from typer.testing import CliRunner
 
-from adavit_deploy.bundle import Artifact, read_manifest, resolve_bundle
+from adavit_deploy.bundle import Artifact, read_manifest, resolve_bundle, variant_key
 from adavit_deploy.cli import app
 from adavit_deploy.errors import BundleError, ConfigError
 from adavit_deploy.runtime.backends import get_backend
 from adavit_deploy.runtime.backends.trt_profiles import ProfileSpec, graph_profiles
-from adavit_deploy.trt_build import GraphPlan, graph_names, plan_build, resolve_precision, validate_build_args, variant_key
+from adavit_deploy.trt_build import GraphPlan, graph_names, plan_build, resolve_precision, validate_build_args
 
 #: Data-dependent ops TensorRT handles badly or not at all; the host routes instead.
 FORBIDDEN_OPS = {"NonZero", "TopK", "Loop", "If", "Scan", "Unique", "Compress"}

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..bundle import PRECISIONS, Manifest, read_manifest, variant_key
+from ..bundle import Manifest, check_precision, read_manifest, variant_key
 from ..config import Thresholds
 from ..cost import sample_gmacs
 from ..errors import ConfigError, InputError
@@ -90,9 +90,7 @@ class AdaptiveRuntime:
         self, bundle: str | Path, manifest: Manifest, backend: Backend, budget: str = "native", precision: str = "fp32"
     ) -> None:
         self.bundle, self.manifest, self.cfg, self.backend = Path(bundle), manifest, manifest.model, backend
-        if precision not in PRECISIONS:
-            raise ConfigError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
-        if precision not in manifest.precisions:
+        if check_precision(precision) not in manifest.precisions:
             raise ConfigError(
                 f"{bundle}: the bundle has no {precision} graphs (it has {', '.join(manifest.precisions)}): "
                 f"re-export it with --{precision}"
