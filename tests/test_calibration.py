@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -317,3 +320,19 @@ def test_bench_compares_precisions_at_a_budget(calibrated):
     # the adaptive engines ran at the budget: its cost, not native's
     native = bench(bundle, batch_sizes="2", iterations=1, warmup=0, engines="adaptive", memory=False)
     assert report.gmacs["adaptive_mean"] != native.gmacs["adaptive_mean"]
+
+
+def test_kernel_time_attributes_profiled_kernels_to_each_engine(calibrated):
+    """``benchmarks/kernel_time.py``: every engine's kernels are found, int8 ones run int8 GEMMs."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    try:
+        kernel_time = importlib.import_module("kernel_time")
+    finally:
+        sys.path.pop(0)
+    wall, kernels = kernel_time.measure(calibrated[0], batch=2, threads=0, reps=2)
+    assert set(wall) == set(kernels) == set(kernel_time.ENGINES)
+    for engine in kernel_time.ENGINES:
+        assert wall[engine] > 0 and sum(kernels[engine].values()) > 0
+    assert "MatMulIntegerToFloat" in kernels["adaptive.int8"]
+    assert "MatMulIntegerToFloat" not in kernels["adaptive"] and "MatMulIntegerToFloat" not in kernels["dense"]
+    assert "LayerNormalization" in kernels["dense"]

@@ -41,9 +41,12 @@ def route(active: np.ndarray, heads: np.ndarray, tokens: np.ndarray, max_pad: fl
     ``tokens`` (B,N) bool. Within a head set, samples are sorted by token
     count and cut into runs whose padding stays under ``max_pad`` of the run.
     """
+    running = np.flatnonzero(active)
+    if not running.size:
+        return []
     counts = tokens.sum(axis=1)
     by_heads: dict[bytes, list[int]] = {}
-    for s in np.flatnonzero(active):
+    for s in running:
         by_heads.setdefault(heads[s].tobytes(), []).append(int(s))
     groups = []
     for members in by_heads.values():
