@@ -29,7 +29,7 @@ from adaptive_vs_dense import bundle_path
 from rich.console import Console
 from rich.table import Table
 
-from adavit_deploy.bench import parse_batch_sizes
+from adavit_deploy.bench import cycled_batches, parse_batch_sizes
 from adavit_deploy.bundle import read_manifest
 from adavit_deploy.runtime.adaptive import AdaptiveRuntime
 from adavit_deploy.runtime.backends.ort import OrtBackend
@@ -59,18 +59,18 @@ def kernel_ms(runtimes: dict[str, AdaptiveRuntime], calls: int) -> dict[str, dic
 
 
 def measure(bundle: Path, batch: int, threads: int, reps: int) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
-    """Median wall ms and kernel ms by op type per engine, the engines interleaved call by call."""
+    """Median wall ms, and mean kernel ms by op type, per engine; the engines interleaved call by call."""
     with tempfile.TemporaryDirectory(prefix="adavit-kernels-") as tmp:
         rts = profiled_runtimes(bundle, threads, Path(tmp))
         cfg = rts["fp32"].cfg
         shape = (max(32, batch), cfg.in_chans, cfg.img_size, cfg.img_size)
-        images = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
+        batches = cycled_batches(np.random.default_rng(0).standard_normal(shape, dtype=np.float32), batch, reps)
         run = {"adaptive": rts["fp32"].infer, "adaptive.int8": rts["int8"].infer, "dense": rts["fp32"].dense}
         for f in run.values():  # sessions are created on first use: not in the timed calls (the profile has it)
-            f(images[:batch])
+            f(batches[0])
         wall: dict[str, list[float]] = defaultdict(list)
         for i in range(reps):
-            x = images[(i * batch) % len(images) :][:batch]
+            x = batches[i % len(batches)]
             for name, f in run.items():
                 start = time.perf_counter()
                 f(x)
