@@ -145,18 +145,6 @@ def make_backend(name: str, threads: int) -> Backend:
         raise
 
 
-def image_files(directory: Path) -> list[Path]:
-    """The image files of ``directory`` (not recursive), sorted by name."""
-    from PIL import Image
-
-    Image.init()
-    suffixes = {s.lower() for s in Image.registered_extensions()}
-    files = sorted(p for p in directory.iterdir() if p.is_file() and p.suffix.lower() in suffixes and p.name[0] != ".")
-    if not files:
-        raise InputError(f"{directory}: no image files in this directory")
-    return files
-
-
 def load_pool(
     images: str | Path | np.ndarray | None, rt: AdaptiveRuntime, samples: int, seed: int = 0
 ) -> tuple[np.ndarray, str]:
@@ -167,7 +155,7 @@ def load_pool(
         return np.random.default_rng(seed).standard_normal(shape, dtype=np.float32), f"random normal (seed {seed})"
     if isinstance(images, np.ndarray):
         return rt.check_images(images), "array"
-    from .inputs import load_inputs
+    from .inputs import image_files, load_inputs
 
     path = Path(images)
     paths = image_files(path) if path.is_dir() else [path]

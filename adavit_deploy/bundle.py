@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -79,10 +80,16 @@ PRECISIONS = ("fp32", "fp16", "int8")
 
 
 def budget_name(value: str | float) -> str:
-    """Canonical key of a budget: ``native`` or the fraction as ``%g`` (``0.70`` -> ``0.7``)."""
+    """Canonical key of a budget: ``native`` or the fraction of dense GMACs in (0, 1] as ``%g`` (``0.70`` -> ``0.7``)."""
     if isinstance(value, str) and value.strip() == NATIVE:
         return NATIVE
-    return f"{float(value):g}"
+    try:
+        fraction = float(value)
+    except (TypeError, ValueError):
+        fraction = math.nan
+    if not 0 < fraction <= 1:
+        raise ConfigError(f"budget {value!r} is neither 'native' nor a fraction of dense GMACs in (0, 1]")
+    return f"{fraction:g}"
 
 
 def check_precision(precision: str) -> str:
@@ -144,7 +151,10 @@ class Manifest:
         return [p for p in PRECISIONS if p == "fp32" or any(k.endswith(f".{p}") for k in self.artifacts)]
 
     def budget(self, name: str | float) -> Budget:
-        key = budget_name(name)
+        try:
+            key = budget_name(name)
+        except ConfigError as e:
+            raise ConfigError(f"{e}: this bundle's budgets are {', '.join(self.budgets)}") from None
         if key not in self.budgets:
             raise BundleError(
                 f"this bundle has no budget {key} (it has {', '.join(self.budgets)}): "

@@ -10,6 +10,7 @@ tensors or flags a second time. Precedence when resolving (see
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +18,8 @@ from .errors import ConfigError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+#: Resize filters of timm's eval transform (Pillow's, by name).
+INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "box", "hamming", "lanczos")
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,15 @@ class Thresholds:
     layer: float = 0.5
     token: float = 0.6
 
+    def __post_init__(self) -> None:
+        # NaN would turn every decision off (p > NaN is False); a threshold outside [0, 1] fixes it for good
+        for name in ("head", "layer", "token"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value <= 1:
+                raise ConfigError(
+                    f"{name} threshold {value!r} is not a number in [0, 1]: decisions compare probabilities with it"
+                )
+
 
 @dataclass(frozen=True)
 class Preprocess:
@@ -36,6 +48,12 @@ class Preprocess:
     interpolation: str = "bicubic"
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+
+    def __post_init__(self) -> None:
+        if isinstance(self.crop_pct, bool) or not isinstance(self.crop_pct, numbers.Real) or not 0 < self.crop_pct <= 1:
+            raise ConfigError(f"preprocess crop_pct {self.crop_pct!r} is not in (0, 1]")
+        if self.interpolation not in INTERPOLATIONS:
+            raise ConfigError(f"preprocess interpolation {self.interpolation!r}: choose one of {', '.join(INTERPOLATIONS)}")
 
 
 @dataclass(frozen=True)

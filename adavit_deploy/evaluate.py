@@ -18,6 +18,7 @@ import numpy as np
 from .cost import dense_gmacs
 from .errors import InputError
 from .export import compare
+from .inputs import read_array, read_images
 from .runtime import AdaptiveRuntime, load_bundle
 
 
@@ -40,14 +41,18 @@ def labelled_data(source: str | Path) -> tuple[np.ndarray, np.ndarray, str]:
         split = load_digits_split()
         return split.test_images, split.test_labels, "demo digits, held-out split (360 images)"
     path = Path(source)
+    if path.suffix != ".npz" or not path.is_file():
+        raise InputError(f"{path}: need 'demo' or an .npz file with 'images' and 'labels' arrays")
+    images = read_images(path)
     try:
-        with np.load(path, allow_pickle=False) as z:
-            images, labels = z["images"], z["labels"]
-    except (OSError, ValueError, KeyError) as e:
-        raise InputError(f"{path}: need 'demo' or an .npz with 'images' and 'labels' arrays ({type(e).__name__}: {e})") from None
-    if len(images) != len(labels) or len(images) == 0:
-        raise InputError(f"{path}: {len(images)} images but {len(labels)} labels")
-    return images.astype(np.float32), labels.astype(np.int64), str(path)
+        labels = read_array(path, "labels")
+    except InputError as e:
+        raise InputError(f"{e}: evaluate needs 'images' and 'labels' arrays") from None
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer) or len(labels) != len(images):
+        raise InputError(
+            f"{path}: labels must be one integer class per image, shape ({len(images)},); got {labels.dtype} {labels.shape}"
+        )
+    return images, labels.astype(np.int64), str(path)
 
 
 def evaluate(

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from adavit_deploy.cost import dense_gmacs
-from adavit_deploy.errors import InputError
+from adavit_deploy.errors import BundleError, ConfigError, InputError
 from adavit_deploy.export import export_bundle
 from adavit_deploy.model import load_model
 from adavit_deploy.runtime import load_bundle
@@ -106,3 +106,30 @@ def test_ada_deit_s_shape_at_half_gmacs(tmp_path):
     ratio = res.gmacs.mean() / dense_gmacs(cfg)
     assert 0.35 < ratio < 0.65, ratio
     assert len(set(map(tuple, res.head_select.reshape(8, -1).astype(int)))) > 1  # decisions depend on the input
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_samples_are_refused_by_infer_and_dense(half_gmacs_bundle, bad):
+    """A NaN sample would have every decision off and come out with finite, confident logits."""
+    rt = load_bundle(half_gmacs_bundle)
+    x = np.random.default_rng(0).standard_normal((4, 3, 32, 32), dtype=np.float32)
+    x[2, 1, 5, 5] = bad
+    for run in (rt.infer, rt.dense):
+        with pytest.raises(InputError, match=r"^NaN or Inf values in 1 of 4 inputs \(#2\): fix or drop them$"):
+            run(x)
+    with pytest.raises(InputError, match=r"in 4 of 4 inputs \(#0, #1, #2, #3\)"):
+        rt.infer(np.full_like(x, bad))
+    with pytest.raises(InputError, match=r"in 1 of 1 inputs \(#0\)"):
+        rt.infer(np.full((1, 3, 32, 32), 1e39))  # finite float64, Inf as float32
+
+
+def test_unknown_budget_is_one_line_listing_the_bundles_budgets(half_gmacs_bundle):
+    rt = load_bundle(half_gmacs_bundle)
+    x = np.zeros((1, 3, 32, 32), np.float32)
+    fragment = r"^budget 'abc' is neither 'native' nor a fraction of dense GMACs in \(0, 1\]: this bundle's budgets are native"
+    with pytest.raises(ConfigError, match=fragment):
+        rt.infer(x, budget="abc")
+    with pytest.raises(ConfigError, match=fragment):
+        load_bundle(half_gmacs_bundle, budget="abc")
+    with pytest.raises(BundleError, match=r"this bundle has no budget 0.5 \(it has native\)"):
+        rt.infer(x, budget=0.5)

@@ -16,9 +16,8 @@ import numpy as np
 from ..bundle import sha256
 from ..config import AdaViTConfig
 from ..errors import InputError
-from ..inputs import ARRAY_SUFFIXES, load_inputs
+from ..inputs import ARRAY_SUFFIXES, image_files, load_inputs
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 DEMO = "demo"
 
 
@@ -63,9 +62,7 @@ def load_calibration(source: str | Path, cfg: AdaViTConfig, count: int = 256, se
     else:
         path = Path(source)
         if path.is_dir():
-            files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-            if not files:
-                raise InputError(f"{path}: no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+            files = image_files(path)
             files = [files[i] for i in _subset(len(files), count, seed)]
             images, _ = load_inputs(files, cfg)
             record["source"] = {"kind": "folder", "path": str(path)}

@@ -22,6 +22,7 @@ from ..bundle import Manifest, check_precision, read_manifest, variant_key
 from ..config import Thresholds
 from ..cost import sample_gmacs
 from ..errors import ConfigError, InputError
+from ..inputs import check_finite
 from .backends import Backend, Runner, get_backend
 from .routing import gather, route, scatter
 
@@ -119,7 +120,10 @@ class AdaptiveRuntime:
             )
         if len(images) == 0:
             raise InputError("no images to run")
-        return np.ascontiguousarray(images, dtype=np.float32)
+        with np.errstate(over="ignore"):  # a float64 of 1e39 becomes Inf: check_finite names it
+            images = np.ascontiguousarray(images, dtype=np.float32)
+        check_finite(images)  # a NaN sample would come out confident (every decision off), not NaN
+        return images
 
     def dense(self, images: np.ndarray) -> np.ndarray:
         """Logits of the dense baseline graph (every decision on)."""
