@@ -73,11 +73,12 @@ def sample_labels(path: Path, count: int) -> list[str]:
 def check_finite(images: np.ndarray, labels: Sequence[str] | None = None) -> None:
     """Refuse a batch holding NaN or Inf, naming the samples (``labels``, else their indices).
 
-    Worth its cost (one vectorised pass, under 1 ms for 16 DeiT-sized
-    images): a NaN probability never passes a threshold (``p > t`` is False),
-    so a non-finite sample would have every head, sub-layer and token dropped
-    and come out with finite, confident logits of an almost empty network,
-    while the reference model and the dense graph give NaN.
+    Worth its cost (one vectorised pass: about 1 ms for 16 images of 224 px;
+    0.4% of a batch-16 call of even the 3-block, 32 px test model): a NaN
+    probability never passes a threshold (``p > t`` is False), so a
+    non-finite sample would have every head, sub-layer and token dropped and
+    come out with finite, confident logits of an almost empty network, while
+    the reference model and the dense graph give NaN.
     """
     finite = np.isfinite(images.reshape(len(images), -1)).all(axis=1)
     if finite.all():
