@@ -31,7 +31,7 @@ class Thresholds:
     token: float = 0.6
 
     def __post_init__(self) -> None:
-        # NaN would turn every decision off (p > NaN is False); a threshold outside [0, 1] fixes it for good
+        # NaN would turn every decision off (p > NaN is False); outside [0, 1] a decision never changes
         for name in ("head", "layer", "token"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value <= 1:
