@@ -6,7 +6,13 @@ budget), every artifact with its sha256 and I/O signature (precision
 variants as ``<graph>.fp16`` / ``<graph>.int8``), opset and producer
 versions, and the parity measured at export. Bundles are
 written into a hidden staging directory and renamed into place only when
-complete, so an interrupted export never leaves something that looks whole.
+complete (``atomic.staged_directory``), so an interrupted export never leaves
+something that looks whole.
+
+A manifest is untrusted input when read: parsed with type checks (one-line
+errors), every artifact path confined to the bundle before any file is read,
+and its artifacts checked to be exactly the graphs its config implies
+(``graphs.py``); the runners then check each graph file against it.
 """
 
 from __future__ import annotations
@@ -66,9 +72,12 @@ class Artifact:
 
     @property
     def signature(self) -> tuple[tuple[Port, ...], tuple[Port, ...]]:
-        return tuple(Port(t.name, t.dtype, tuple(t.shape)) for t in self.inputs), tuple(
-            Port(t.name, t.dtype, tuple(t.shape)) for t in self.outputs
-        )
+        """(inputs, outputs) as ``graphs.Port``s, comparable with what ``graphs`` derives from the config."""
+
+        def ports(specs: list[TensorSpec]) -> tuple[Port, ...]:
+            return tuple(Port(t.name, t.dtype, tuple(t.shape)) for t in specs)
+
+        return ports(self.inputs), ports(self.outputs)
 
 
 NATIVE = "native"
