@@ -86,9 +86,12 @@ def staged_directory(final: str | Path, overwrite: bool = False) -> Iterator[Pat
         raise BundleError(f"{final} already exists: pass --overwrite or choose another --out")
     if final.exists() and not final.is_dir():
         raise BundleError(f"{final} is a file: give a directory path")
-    final.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale(final.parent)
-    stage = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-{os.getpid()}-", dir=final.parent))
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale(final.parent)
+        stage = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-{os.getpid()}-", dir=final.parent))
+    except OSError as e:
+        raise BundleError(f"cannot write {final}: {e.strerror or type(e).__name__} ({e.filename}): choose another --out") from None
     try:
         yield stage
         if final.exists():

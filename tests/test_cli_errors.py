@@ -222,3 +222,13 @@ def test_stale_staging_dirs_of_dead_processes_are_removed(tmp_path):
     assert live.exists() and unrelated.exists()
     assert (tmp_path / "bundle" / "manifest.json").exists()
     assert remove_stale(tmp_path) == []
+
+
+def test_export_into_an_unwritable_place_is_one_line(runner, make_checkpoint, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    checkpoint = make_checkpoint()
+    before = _files(tmp_path)
+    result = runner.invoke(app, ["export", str(checkpoint), "--out", str(blocker / "bundle")])
+    _one_line_error(result, f"cannot write {blocker / 'bundle'}", str(blocker))
+    assert _files(tmp_path) == before
