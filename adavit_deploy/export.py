@@ -41,14 +41,14 @@ from .runtime.backends import get_backend
 
 MIN_OPSET = 17
 
+Progress = Callable[[str], None]
+
 
 def max_opset() -> int:
     """The newest opset the TorchScript exporter of this torch writes."""
     from torch.onnx import _constants
 
     return getattr(_constants, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", _constants.ONNX_MAX_OPSET)
-
-Progress = Callable[[str], None]
 
 
 def _example(port: Port, cfg: AdaViTConfig) -> torch.Tensor:
