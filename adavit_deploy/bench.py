@@ -35,6 +35,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
+from .atomic import atomic_file
 from .bundle import MANIFEST, PRECISIONS, sha256
 from .cost import dense_gmacs
 from .errors import BackendError, ConfigError, InputError
@@ -78,9 +79,8 @@ class BenchReport:
     def save(self, path: str | Path) -> Path:
         """Write the report as JSON, atomically."""
         path = Path(path)
-        tmp = path.with_name(f".{path.name}.partial")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        os.replace(tmp, path)
+        with atomic_file(path, "--json") as tmp:
+            tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
         return path
 
     @classmethod
@@ -685,6 +685,7 @@ def plot_report(report: BenchReport, path: str | Path) -> Path:
     fig.tight_layout()
     fig.subplots_adjust(top=0.89 - 0.035 * lines)
     path = Path(path)
-    fig.savefig(path, dpi=120)
+    with atomic_file(path, "--plot") as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
     return path

@@ -6,24 +6,30 @@ budget), every artifact with its sha256 and I/O signature (precision
 variants as ``<graph>.fp16`` / ``<graph>.int8``), opset and producer
 versions, and the parity measured at export. Bundles are
 written into a hidden staging directory and renamed into place only when
-complete, so an interrupted export never leaves something that looks whole.
+complete (``atomic.staged_directory``), so an interrupted export never leaves
+something that looks whole.
+
+A manifest is untrusted input when read: parsed with type checks (one-line
+errors), every artifact path confined to the bundle before any file is read,
+and its artifacts checked to be exactly the graphs its config implies
+(``graphs.py``); the runners then check each graph file against it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
-import os
-import shutil
-import tempfile
-from contextlib import contextmanager
+import types
+import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Union
 
 from .config import AdaViTConfig, Thresholds
 from .errors import BundleError, ConfigError
+from .graphs import Port, agrees, describe, graphs
 
 #: Where bundles go by default (relative to the working directory), and the demo model's bundle name.
 DEFAULT_OUT = Path("export/bundles")
@@ -65,14 +71,14 @@ class Artifact:
     inputs: list[TensorSpec] = field(default_factory=list)
     outputs: list[TensorSpec] = field(default_factory=list)
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Artifact":
-        return cls(
-            file=d["file"],
-            sha256=d["sha256"],
-            inputs=[TensorSpec(**t) for t in d.get("inputs", [])],
-            outputs=[TensorSpec(**t) for t in d.get("outputs", [])],
-        )
+    @property
+    def signature(self) -> tuple[tuple[Port, ...], tuple[Port, ...]]:
+        """(inputs, outputs) as ``graphs.Port``s, comparable with what ``graphs`` derives from the config."""
+
+        def ports(specs: list[TensorSpec]) -> tuple[Port, ...]:
+            return tuple(Port(t.name, t.dtype, tuple(t.shape)) for t in specs)
+
+        return ports(self.inputs), ports(self.outputs)
 
 
 NATIVE = "native"
@@ -107,6 +113,12 @@ def variant_key(graph: str, precision: str) -> str:
     return graph if check_precision(precision) == "fp32" else f"{graph}.{precision}"
 
 
+def split_variant(key: str) -> tuple[str, str]:
+    """The inverse of ``variant_key``: ``attn_0.int8`` -> ``("attn_0", "int8")``, ``attn_0`` -> fp32."""
+    graph, _, precision = key.partition(".")
+    return graph, check_precision(precision or "fp32")
+
+
 @dataclass
 class Budget:
     """The decision thresholds that hold one compute budget, and the shapes it runs at.
@@ -124,10 +136,6 @@ class Budget:
     token_edges: list[int] = field(default_factory=list)
     opt_heads: int | None = None
     search: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Budget":
-        return cls(**{**d, "thresholds": Thresholds(**d["thresholds"])})
 
 
 @dataclass
@@ -182,35 +190,154 @@ class Manifest:
         )
 
     @classmethod
-    def from_json(cls, text: str, where: str = "manifest") -> "Manifest":
+    def from_json(cls, text: str | bytes, where: str = "manifest") -> "Manifest":
+        """Parse and type-check a manifest: anything malformed is one ``BundleError`` line."""
         try:
             d = json.loads(text)
-            check_schema(d, SCHEMA, SCHEMA_VERSION, f"bundle manifest ({where})", "re-export it", BundleError)
-            return cls(
-                model=AdaViTConfig.from_dict(d["model"]),
-                artifacts={k: Artifact.from_dict(v) for k, v in d["artifacts"].items()},
-                opset=d["opset"],
-                max_batch=d["max_batch"],
-                producer=d["producer"],
-                source=d.get("source", {}),
-                parity=d.get("parity", {}),
-                budgets={k: Budget.from_dict(v) for k, v in d.get("budgets", {}).items()},
-                calibration=d.get("calibration", {}),
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise BundleError(f"{where}: malformed manifest (not UTF-8 JSON: {e}): re-export the bundle") from None
+        if not isinstance(d, dict):
+            raise BundleError(f"{where}: malformed manifest (a JSON {type(d).__name__}, not an object): re-export the bundle")
+        check_schema(d, SCHEMA, SCHEMA_VERSION, f"bundle manifest ({where})", "re-export it", BundleError)
+        fields = {k: v for k, v in d.items() if k not in ("schema", "schema_version", "flags")}  # flags: derived
+        return _parse(cls, fields, "", where)
+
+
+def _parse(hint: Any, value: Any, at: str, where: str) -> Any:
+    """``value`` (parsed JSON) checked against type ``hint`` and built into it (dataclasses included)."""
+
+    def wrong(what: str) -> BundleError:
+        shown = json.dumps(value)
+        shown = shown if len(shown) <= 40 else shown[:37] + "..."
+        return BundleError(f"{where}: malformed manifest: {at or 'top level'} should be {what}, got {shown}: re-export the bundle")
+
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        for option in args:
+            try:
+                return _parse(option, value, at, where)
+            except BundleError:
+                pass
+        raise wrong(" or ".join(getattr(a, "__name__", str(a)) for a in args))
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise wrong(f"an object ({hint.__name__})")
+        hints = typing.get_type_hints(hint)
+        known = {f.name: f for f in dataclasses.fields(hint) if f.init}
+        unknown = sorted(set(value) - set(known))
+        missing = [n for n, f in known.items() if n not in value and f.default is f.default_factory is dataclasses.MISSING]
+        if unknown or missing:
+            raise BundleError(
+                f"{where}: malformed manifest: {at or 'top level'} "
+                + (f"has unknown keys {unknown}" if unknown else f"lacks {missing}")
+                + ": re-export the bundle"
             )
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise BundleError(f"{where}: malformed manifest ({type(e).__name__}: {e})") from None
+        kwargs = {k: _parse(hints[k], v, f"{at}.{k}".lstrip("."), where) for k, v in value.items()}
+        try:
+            return hint(**kwargs)
+        except ConfigError as e:
+            raise BundleError(f"{where}: {at or 'manifest'}: {e}") from None
+    if origin in (list, tuple):
+        if not isinstance(value, list):
+            raise wrong("a list")
+        if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
+            if len(value) != len(args):
+                raise wrong(f"a list of {len(args)}")
+            return tuple(_parse(a, v, f"{at}[{i}]", where) for i, (a, v) in enumerate(zip(args, value)))
+        items = [_parse(args[0], v, f"{at}[{i}]", where) for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise wrong("an object")
+        return {k: _parse(args[1], v, f"{at}.{k}", where) for k, v in value.items()}
+    if hint is type(None):
+        if value is not None:
+            raise wrong("null")
+        return None
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise wrong("true or false")
+        return value
+    if hint in (int, float):
+        ok = isinstance(value, int) or (hint is float and isinstance(value, float))
+        if isinstance(value, bool) or not ok:
+            raise wrong("an integer" if hint is int else "a number")
+        return hint(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise wrong("a string")
+        return value
+    raise TypeError(f"manifest field type {hint!r} has no parser")  # a programming error, not bad input
+
+
+def bundle_file(bundle: str | Path, name: str, what: str = "artifact", fix: str = "re-export the bundle") -> Path:
+    """``bundle / name``, refused unless it resolves (symlinks followed) inside ``bundle``.
+
+    Checked before anything is read: a manifest must not make us hash, load
+    or run a file elsewhere (``../../etc/passwd``, another bundle's graph).
+    """
+    bundle = Path(bundle)
+    path = bundle / name
+    if Path(name).is_absolute() or not path.resolve().is_relative_to(bundle.resolve()):
+        raise BundleError(f"{bundle}: {what} path {name!r} points outside {bundle}: refused; {fix}")
+    return path
+
+
+def check_graphs(manifest: Manifest, where: str) -> None:
+    """Refuse a manifest whose artifacts are not exactly the graphs its model config implies.
+
+    Each fp32 graph of ``graphs(config)`` must be there with that graph's
+    signature, and so must its variant at every precision the bundle has
+    (the fp32 graph itself where the graph stays float); nothing else but
+    ``constants`` (and ``calibration``). An edited head count, depth or a
+    graph recorded under another graph's name fails here.
+    """
+    cfg, arts = manifest.model, manifest.artifacts
+    expected = graphs(cfg)
+    fix = "the manifest disagrees with its model config: re-export the bundle"
+    for key, art in arts.items():
+        if key in ("constants", "calibration"):
+            continue
+        try:
+            name, precision = split_variant(key)
+        except ConfigError:
+            raise BundleError(f"{where}: artifact {key!r} has an unknown precision suffix: re-export the bundle") from None
+        graph = expected.get(name)
+        if graph is None:
+            raise BundleError(f"{where}: artifact {key!r} is not a graph of a {cfg.depth}-block model: {fix}")
+        ins, outs = art.signature
+        same_types = [p.dtype for p in (*ins, *outs)] == [p.dtype for p in (*graph.inputs, *graph.outputs)]
+        declared = [(p.name, p.shape) for p in ins], [(p.name, p.shape) for p in outs]
+        if not (same_types and agrees(graph.inputs, declared[0]) and agrees(graph.outputs, declared[1])):
+            raise BundleError(
+                f"{where}: {key} takes {describe(ins)} -> {describe(outs)}, the config implies "
+                f"{describe(graph.inputs)} -> {describe(graph.outputs)}: {fix}"
+            )
+        if not graph.converts_to(precision) and name in arts and art.file != arts[name].file:
+            raise BundleError(f"{where}: {key} must be the fp32 graph ({graph.kind} graphs stay float): re-export the bundle")
+    wanted = ["constants", *(variant_key(g, p) for p in manifest.precisions for g in expected)]
+    missing = [k for k in wanted if k not in arts]
+    if missing:
+        raise BundleError(f"{where}: no artifact {', '.join(missing[:3])}{'...' if len(missing) > 3 else ''}: {fix}")
 
 
 def read_manifest(bundle: str | Path, verify: bool = True) -> Manifest:
-    """Read and (by default) verify every artifact's sha256 against the manifest."""
+    """Read a manifest, check it against its config, and (by default) every artifact's sha256.
+
+    Every artifact path is checked to stay inside the bundle before any file is read.
+    """
     bundle = Path(bundle)
     path = bundle / MANIFEST
     if not path.is_file():
         raise BundleError(f"{bundle}: not a bundle (no {MANIFEST}); create one with `adavit-deploy export`")
-    manifest = Manifest.from_json(path.read_text(), str(path))
+    manifest = Manifest.from_json(path.read_bytes(), str(path))
+    files = {name: bundle_file(bundle, art.file) for name, art in manifest.artifacts.items()}
+    check_graphs(manifest, str(path))
     if verify:
         for name, art in manifest.artifacts.items():
-            f = bundle / art.file
+            f = files[name]
             if not f.is_file():
                 raise BundleError(f"{bundle}: artifact {art.file} ({name}) is missing: re-export the bundle")
             if sha256(f) != art.sha256:
@@ -233,29 +360,3 @@ def resolve_bundle(bundle: str | Path | None) -> Path:
     if not path.is_dir():
         raise BundleError(f"{path}: no such bundle directory: create one with `adavit-deploy export`")
     return path
-
-
-@contextmanager
-def staged_directory(final: Path, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a hidden staging dir beside ``final``; rename it into place on success.
-
-    On any error (or Ctrl-C) the staging dir is removed and ``final`` is left
-    as it was.
-    """
-    final = Path(final)
-    if final.exists() and not overwrite:
-        raise BundleError(f"{final} already exists: pass --overwrite or choose another --out")
-    final.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
-    try:
-        yield stage
-        if final.exists():
-            old = final.with_name(f".{final.name}.old-{os.getpid()}")
-            os.replace(final, old)
-            os.replace(stage, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(stage, final)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise

@@ -17,12 +17,48 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperCommand, TyperGroup
 
 from . import __version__
+from .atomic import atomic_file, check_writable
 from .errors import AdaViTDeployError
+
+
+class _LiteralHelp:
+    """Help texts are plain text here: escaped for rich (``'adavit-deploy[gpu]'``, ``[default: ...]``
+    stay visible), and flags get no ``<bool>`` metavar (they take no value)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.help = escape(self.help) if self.help else self.help
+        for param in self.params:
+            self._literal(param)
+
+    @staticmethod
+    def _literal(param) -> None:
+        if getattr(param, "help", None):
+            param.help = escape(param.help)
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+
+    def get_help_option(self, ctx):
+        option = super().get_help_option(ctx)
+        if option is not None:
+            self._literal(option)
+        return option
+
+
+class LiteralHelpCommand(_LiteralHelp, TyperCommand):
+    pass
+
+
+class LiteralHelpGroup(_LiteralHelp, TyperGroup):
+    pass
+
 
 app = typer.Typer(
     name="adavit-deploy",
+    cls=LiteralHelpGroup,
     help="Export AdaViT checkpoints to ONNX / TensorRT and run them exactly, with real speed-ups.",
     no_args_is_help=True,
     add_completion=False,
@@ -91,7 +127,7 @@ def _overrides(
     )
 
 
-@app.command()
+@app.command(cls=LiteralHelpCommand)
 def info(
     checkpoint: Annotated[Path, typer.Argument(help="AdaViT (reference format), bare state dict or dense DeiT checkpoint.")],
     json_out: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
@@ -112,16 +148,16 @@ def info(
     if json_out:
         print(json.dumps(report, indent=2))
         return
-    table = Table(title=str(checkpoint), show_header=False)
+    table = Table(title=escape(str(checkpoint)), show_header=False)
     for section in ("architecture", "flags", "thresholds"):
         for key, value in report[section].items():
-            table.add_row(f"{section}.{key}", str(value))
+            table.add_row(f"{section}.{key}", escape(str(value)))
     for key in ("kind", "parameters", "dense_gmacs"):
-        table.add_row(key, str(report[key]))
+        table.add_row(key, escape(str(report[key])))
     console.print(table)
 
 
-@app.command()
+@app.command(cls=LiteralHelpCommand)
 def export(
     checkpoint: Annotated[
         Optional[Path],
@@ -131,7 +167,7 @@ def export(
         ),
     ] = None,
     out: Annotated[
-        Optional[Path], typer.Option("--out", "-o", help="Bundle directory \\[default: export/bundles/<checkpoint name>].")
+        Optional[Path], typer.Option("--out", "-o", help="Bundle directory [default: export/bundles/<checkpoint name>].")
     ] = None,
     opset: Annotated[int, typer.Option(help="ONNX opset (>= 17: LayerNormalization as one op).")] = 17,
     max_batch: Annotated[int, typer.Option(help="Largest batch the bundle promises (TensorRT profiles use it).")] = 32,
@@ -147,7 +183,7 @@ def export(
         Optional[str],
         typer.Option(
             help="Calibration set for budgets and --int8: a folder of images, an .npz/.npy of normalised NCHW "
-            "images, or 'demo' (the demo model's training digits) \\[default: demo for the demo model]."
+            "images, or 'demo' (the demo model's training digits) [default: demo for the demo model]."
         ),
     ] = None,
     calib_count: Annotated[int, typer.Option(help="Calibration images to use (a seeded subset of --calib).")] = 256,
@@ -190,7 +226,7 @@ def export(
 
     manifest = read_manifest(path, verify=False)
     parity, dense = manifest.parity, dense_gmacs(manifest.model)
-    console.print(f"[green]bundle written:[/] {path}")
+    console.print(f"[green]bundle written:[/] {escape(str(path))}")
     console.print(
         f"parity vs PyTorch on {parity['samples']} samples: decisions {parity['decision_agreement']:.2%} equal, "
         f"top-1 {parity['top1_agreement']:.2%}, max |logit diff| {parity['max_abs_logit_diff']:.2e}; "
@@ -202,7 +238,7 @@ def export(
         for name, b in manifest.budgets.items():
             t = b.thresholds
             how = b.search.get("mix", b.search.get("method", ""))
-            table.add_row(name, f"{t.head:.3f} / {t.layer:.3f} / {t.token:.3f}", f"{b.gmacs_fraction:.1%} of dense", how)
+            table.add_row(escape(name), f"{t.head:.3f} / {t.layer:.3f} / {t.token:.3f}", f"{b.gmacs_fraction:.1%} of dense", how)
         console.print(table)
     for precision, p in parity.get("vs_fp32", {}).items():
         console.print(
@@ -212,7 +248,7 @@ def export(
         )
 
 
-@app.command()
+@app.command(cls=LiteralHelpCommand)
 def infer(
     bundle: Annotated[Path, typer.Argument(help="Bundle directory written by `export`.")],
     inputs: Annotated[
@@ -235,12 +271,14 @@ def infer(
     from .runtime import load_bundle
 
     with _errors():
+        if output:
+            check_writable(output, "--output")
         runtime = load_bundle(bundle, backend, threads=threads, budget=budget, precision=precision)
         images, labels = load_inputs(inputs, runtime.cfg)
         result = runtime.infer(images, batch_size=batch_size)
         if output:
             result.save(output)
-            console.print(f"wrote {output}: {len(labels)} inputs, mean {result.gmacs.mean():.4g} GMACs")
+            console.print(f"wrote {escape(str(output))}: {len(labels)} inputs, mean {result.gmacs.mean():.4g} GMACs")
             return
     names = _class_names(runtime.cfg.num_classes)
     table = Table("input", "top-5 (probability)", "GMACs")
@@ -248,11 +286,11 @@ def infer(
     probs /= probs.sum(1, keepdims=True)
     for label, p, g in zip(labels, probs, result.gmacs):
         top = np.argsort(-p)[:5]
-        table.add_row(label, ", ".join(f"{names(i)} ({p[i]:.2f})" for i in top), f"{g:.4g}")
+        table.add_row(escape(label), escape(", ".join(f"{names(i)} ({p[i]:.2f})" for i in top)), f"{g:.4g}")
     console.print(table)
 
 
-@app.command()
+@app.command(cls=LiteralHelpCommand)
 def inspect(
     bundle: Annotated[Path, typer.Argument(help="Bundle directory written by `export`.")],
     images: Annotated[list[Path], typer.Argument(help="Image files or .npy/.npz arrays to explain.")],
@@ -268,21 +306,21 @@ def inspect(
     with _errors():
         paths = inspect_bundle(bundle, images, out, threads=threads, budget=budget)
     for path in paths:
-        console.print(f"wrote {path}")
+        console.print(f"wrote {escape(str(path))}")
 
 
-@app.command()
+@app.command(cls=LiteralHelpCommand)
 def evaluate(
     bundle: Annotated[
         Optional[Path],
-        typer.Argument(help="Bundle directory \\[default: export/bundles/ada_digits, the demo model's]."),
+        typer.Argument(help="Bundle directory [default: export/bundles/ada_digits, the demo model's]."),
     ] = None,
     data: Annotated[
         str, typer.Option(help="Labelled images: 'demo' (the demo's 360 held-out digits) or an .npz with images and labels.")
     ] = "demo",
-    budgets: Annotated[Optional[str], typer.Option(help="Comma-separated budgets \\[default: all of the bundle's].")] = None,
+    budgets: Annotated[Optional[str], typer.Option(help="Comma-separated budgets [default: all of the bundle's].")] = None,
     precisions: Annotated[
-        Optional[str], typer.Option(help="Comma-separated precisions \\[default: all of the bundle's].")
+        Optional[str], typer.Option(help="Comma-separated precisions [default: all of the bundle's].")
     ] = None,
     threads: Annotated[int, typer.Option(help="Intra-op threads (0: one per core).")] = 0,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the table as JSON.")] = None,
@@ -297,6 +335,9 @@ def evaluate(
     with _errors(), console.status("evaluating") as status:
         if plot:
             pyplot()  # the install hint now, not after the run
+        for path, what in ((json_out, "--json"), (plot, "--plot")):
+            if path:
+                check_writable(path, what)
         bundle = resolve_bundle(bundle)
         images, labels, source = labelled_data(data)
         rows, dense_top1 = run_evaluate(
@@ -309,27 +350,28 @@ def evaluate(
             progress=lambda msg: status.update(f"evaluating: {msg}"),
         )
         if json_out:
-            json_out.write_text(json.dumps(to_json(rows, dense_top1, source), indent=2) + "\n")
+            with atomic_file(json_out, "--json") as tmp:
+                tmp.write_text(json.dumps(to_json(rows, dense_top1, source), indent=2) + "\n")
         if plot:
             plot_tradeoff(rows, dense_top1, f"{bundle.name} on {source}", plot)
     table = Table("budget", "precision", "top-1", "GMACs", "of dense", "top-1 = fp32", "decisions = fp32", title=escape(source))
     for r in rows:
         table.add_row(
-            r.budget, r.precision, f"{r.top1:.2%}", f"{r.gmacs_mean:.4g}", f"{r.gmacs_fraction:.1%}",
+            escape(r.budget), r.precision, f"{r.top1:.2%}", f"{r.gmacs_mean:.4g}", f"{r.gmacs_fraction:.1%}",
             f"{r.top1_agreement_vs_fp32:.2%}", f"{r.decision_agreement_vs_fp32:.3%}",
         )  # fmt: skip
     table.add_row("dense graph", "fp32", f"{dense_top1:.2%}", "", "100%", "", "")
     console.print(table)
     for path in (json_out, plot):
         if path:
-            console.print(f"wrote {path}")
+            console.print(f"wrote {escape(str(path))}")
 
 
-@app.command("build-trt")
+@app.command("build-trt", cls=LiteralHelpCommand)
 def build_trt(
     bundle: Annotated[
         Optional[Path],
-        typer.Argument(help="Bundle directory written by `export` \\[default: export/bundles/ada_digits, the demo model's]."),
+        typer.Argument(help="Bundle directory written by `export` [default: export/bundles/ada_digits, the demo model's]."),
     ] = None,
     fp16: Annotated[
         bool,
@@ -340,18 +382,19 @@ def build_trt(
     ] = False,
     int8: Annotated[bool, typer.Option("--int8", help="INT8 engines from the bundle's Q/DQ graphs.")] = False,
     max_batch: Annotated[
-        Optional[int], typer.Option(help="Largest batch the engines accept \\[default: the bundle's max batch].")
+        Optional[int], typer.Option(help="Largest batch the engines accept [default: the bundle's max batch].")
     ] = None,
     workspace: Annotated[
-        Optional[float], typer.Option(help="TensorRT workspace memory limit in GiB \\[default: TensorRT's].")
+        Optional[float], typer.Option(help="TensorRT workspace memory limit in GiB [default: TensorRT's].")
     ] = None,
     timing_cache: Annotated[
         Optional[Path], typer.Option(help="Tactic timing cache file: read if it exists, written after the build.")
     ] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Engine directory \\[default: BUNDLE/trt].")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Engine directory [default: BUNDLE/trt].")] = None,
     budget: Annotated[
         Optional[list[str]],
         typer.Option(
+            metavar="<budget>",
             help="Size the token-bucket profiles for this budget of the bundle (repeat for several); "
             "default: equal-width buckets."
         ),
@@ -380,14 +423,15 @@ def build_trt(
 
     built = read_engine_manifest(path)
     env = built.environment
-    console.print(f"[green]engines written:[/] {path}")
+    console.print(f"[green]engines written:[/] {escape(str(path))}")
     console.print(
-        f"{len(built.engines)} {built.precision} engines, TensorRT {env.tensorrt}, {env.gpu} ({env.sm}), "
-        f"batch 1..{built.max_batch}, token buckets {built.token_edges}"
+        f"{len(built.engines)} {built.precision} engines, TensorRT {env.tensorrt}, {escape(env.gpu)} ({env.sm}), "
+        f"batch 1..{built.max_batch}, token buckets {built.token_edges}",
+        highlight=False,
     )
 
 
-@app.command()
+@app.command(cls=LiteralHelpCommand)
 def bench(
     target: Annotated[
         Optional[Path],
@@ -438,6 +482,9 @@ def bench(
     with _errors():
         if plot:
             require_plotting()  # the install hint now, not after the run
+        for path, what in ((json_out, "--json"), (plot, "--plot")):
+            if path:
+                check_writable(path, what)
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         with Progress(*columns, console=console, transient=True) as bar:
             task = bar.add_task("starting", total=None)
@@ -461,7 +508,7 @@ def bench(
     _print_bench(report)
     for path in (json_out, plot):
         if path:
-            console.print(f"wrote {path}")
+            console.print(f"wrote {escape(str(path))}")
 
 
 def _print_bench(report) -> None:
@@ -482,7 +529,7 @@ def _print_bench(report) -> None:
         dense = report.result("dense", r["batch_size"])
         peak = r["peak_rss_mib"]
         table.add_row(
-            r["engine"],
+            escape(r["engine"]),
             str(r["batch_size"]),
             f"{r['latency_ms']['p50']:.2f}",
             f"{r['latency_ms']['p99']:.2f}",

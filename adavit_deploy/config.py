@@ -126,26 +126,9 @@ class AdaViTConfig:
             "norm_policy": bool(self.norm_policy),
         }
 
-    # -- (de)serialisation, used by the bundle manifest ------------------------
+    # -- serialisation, used by the bundle manifest (read back, type-checked, by bundle.py) --
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "AdaViTConfig":
-        d = dict(d)
-        d["thresholds"] = Thresholds(**d.get("thresholds", {}))
-        pre = dict(d.get("preprocess", {}))
-        for key in ("mean", "std"):
-            if key in pre:
-                pre[key] = tuple(pre[key])
-        d["preprocess"] = Preprocess(**pre)
-        for key in ("head_select", "layer_select", "token_select", "norm_policy"):
-            d[key] = tuple(d.get(key, ()))
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ConfigError(f"unknown model config fields: {sorted(unknown)}")
-        return cls(**d)
 
     def replace(self, **changes: Any) -> "AdaViTConfig":
         return dataclasses.replace(self, **changes)

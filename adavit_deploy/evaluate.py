@@ -15,6 +15,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from .atomic import atomic_file
 from .cost import dense_gmacs
 from .errors import InputError
 from .export import compare
@@ -48,11 +49,25 @@ def labelled_data(source: str | Path) -> tuple[np.ndarray, np.ndarray, str]:
         labels = read_array(path, "labels")
     except InputError as e:
         raise InputError(f"{e}: evaluate needs 'images' and 'labels' arrays") from None
-    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer) or len(labels) != len(images):
+    return images, labels, str(path)
+
+
+def check_labels(labels: np.ndarray, count: int, num_classes: int) -> np.ndarray:
+    """One integer class index in ``[0, num_classes)`` per image, as int64; anything else is one line."""
+    labels = np.asarray(labels)
+    if labels.ndim != 1:
+        raise InputError(f"labels must be one class index per image (1-D); got shape {labels.shape}")
+    if len(labels) != count:
+        raise InputError(f"{count} images but {len(labels)} labels: give one label per image")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise InputError(f"labels must be integer class indices; got {labels.dtype}")
+    bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
+    if len(bad):
         raise InputError(
-            f"{path}: labels must be one integer class per image, shape ({len(images)},); got {labels.dtype} {labels.shape}"
+            f"labels must be class indices in [0, {num_classes}); label {labels[bad[0]]} at index {bad[0]} "
+            f"({len(bad)} outside in all)"
         )
-    return images, labels.astype(np.int64), str(path)
+    return labels.astype(np.int64)
 
 
 def evaluate(
@@ -68,6 +83,7 @@ def evaluate(
     """Rows for every (budget, precision) of the bundle (or those given), and the dense graph's top-1."""
     step = progress or (lambda _: None)
     rt = load_bundle(bundle, threads=threads)
+    labels = check_labels(labels, len(images), rt.cfg.num_classes)
     budgets = list(budgets or rt.manifest.budgets)
     precisions = ["fp32", *(p for p in precisions or rt.manifest.precisions if p != "fp32")]
     dense = dense_gmacs(rt.cfg)
@@ -123,6 +139,7 @@ def plot_tradeoff(rows: list[EvalRow], dense_top1: float, title: str, path: str 
     ax.legend(frameon=False, loc="lower right")
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=120)
+    with atomic_file(path, "--plot") as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
     return path

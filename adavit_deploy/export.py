@@ -28,9 +28,12 @@ import onnx
 import torch
 
 from . import __version__
-from .bundle import DEFAULT_OUT, NATIVE, Artifact, Manifest, TensorSpec, sha256, staged_directory, variant_key
+from .atomic import staged_directory
+from .bundle import DEFAULT_OUT, NATIVE, Artifact, Manifest, TensorSpec, sha256, variant_key
 from .calibration import CalibrationSet, calibrate_budgets, load_calibration, parse_budgets
+from .config import AdaViTConfig
 from .errors import ConfigError
+from .graphs import BATCH, TOKENS, Graph, Port, graphs
 from .model import AdaViT, load_model
 from .model.pruned import Classifier, DenseViT, Policy, PrunedAttention, PrunedMlp, Stem, block_constants
 from .runtime.adaptive import AdaptiveRuntime, InferResult
@@ -41,33 +44,32 @@ MIN_OPSET = 17
 Progress = Callable[[str], None]
 
 
-def _graphs(model: AdaViT) -> list[tuple[str, torch.nn.Module, dict[str, torch.Tensor], list[str], dict]]:
-    """(name, module, example inputs, output names, dynamic axes) of every graph."""
-    cfg = model.cfg
-    B, N, C = 2, cfg.num_tokens, cfg.embed_dim
-    images = torch.zeros(B, cfg.in_chans, cfg.img_size, cfg.img_size)
-    x = torch.randn(B, N, C)
-    heads = torch.arange(cfg.num_heads, dtype=torch.int64)
-    tokens_axes = {"x": {0: "batch", 1: "tokens"}, "y": {0: "batch", 1: "tokens"}}
-    graphs = [("stem", Stem(model), {"images": images}, ["tokens"], {"images": {0: "batch"}, "tokens": {0: "batch"}})]
-    for i, block in enumerate(model.blocks):
-        policy = Policy(block)
-        if policy.outputs:
-            axes = {"x": {0: "batch"}, **{o: {0: "batch"} for o in policy.outputs}}
-            graphs.append((f"policy_{i}", policy, {"x": x}, policy.outputs, axes))
-        select = i in cfg.head_select
-        head_in = {"heads": heads} if select else {}
-        head_axes = {"heads": {0: "kept_heads"}} if select else {}
-        attn_in = {"x": x, **head_in}
-        attn_axes = {**tokens_axes, **head_axes}
-        if i in cfg.token_select:
-            attn_in["key_bias"] = torch.zeros(B, N)
-            attn_axes["key_bias"] = {0: "batch", 1: "tokens"}
-        graphs.append((f"attn_{i}", PrunedAttention(block), attn_in, ["y"], attn_axes))
-        graphs.append((f"mlp_{i}", PrunedMlp(block), {"x": x, **head_in}, ["y"], {**tokens_axes, **head_axes}))
-    graphs.append(("head", Classifier(model), {"cls": x[:, 0]}, ["logits"], {"cls": {0: "batch"}, "logits": {0: "batch"}}))
-    graphs.append(("dense", DenseViT(model), {"images": images}, ["logits"], {"images": {0: "batch"}, "logits": {0: "batch"}}))
-    return graphs
+def max_opset() -> int:
+    """The newest opset the TorchScript exporter of this torch writes."""
+    from torch.onnx import _constants
+
+    return getattr(_constants, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", _constants.ONNX_MAX_OPSET)
+
+
+def _example(port: Port, cfg: AdaViTConfig) -> torch.Tensor:
+    """A tracing input for ``port``: batch 2, every token, every head (indices for ``heads``)."""
+    if port.name == "heads":
+        return torch.arange(cfg.num_heads, dtype=torch.int64)
+    sizes = {BATCH: 2, TOKENS: cfg.num_tokens}
+    return torch.randn(*(sizes.get(d, d) for d in port.shape))
+
+
+def _graphs(model: AdaViT) -> list[tuple[Graph, torch.nn.Module]]:
+    """Every graph of ``graphs(cfg)`` with the module that computes it."""
+    modules = {
+        "stem": lambda g: Stem(model),
+        "policy": lambda g: Policy(model.blocks[g.block]),
+        "attn": lambda g: PrunedAttention(model.blocks[g.block]),
+        "mlp": lambda g: PrunedMlp(model.blocks[g.block]),
+        "head": lambda g: Classifier(model),
+        "dense": lambda g: DenseViT(model),
+    }
+    return [(g, modules[g.kind](g)) for g in graphs(model.cfg).values()]
 
 
 def _specs(values: Any) -> list[TensorSpec]:
@@ -87,8 +89,9 @@ def _as_args(inputs: dict[str, torch.Tensor]) -> tuple:
     return (inputs[first], {k: inputs[k] for k in rest}) if rest else (inputs[first],)
 
 
-def export_onnx(module: torch.nn.Module, inputs: dict[str, torch.Tensor], outputs: list[str], axes: dict, path: Path, opset: int) -> Artifact:
-    """Trace one module to ``path`` and describe it as a bundle artifact."""
+def export_onnx(module: torch.nn.Module, graph: Graph, cfg: AdaViTConfig, path: Path, opset: int) -> Artifact:
+    """Trace one module to ``path`` with ``graph``'s names and dynamic axes; describe it as a bundle artifact."""
+    inputs = {p.name: _example(p, cfg) for p in graph.inputs}
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(
@@ -96,14 +99,14 @@ def export_onnx(module: torch.nn.Module, inputs: dict[str, torch.Tensor], output
             _as_args(inputs),
             str(path),
             input_names=list(inputs),
-            output_names=outputs,
-            dynamic_axes=axes,
+            output_names=[p.name for p in graph.outputs],
+            dynamic_axes=graph.dynamic_axes,
             opset_version=opset,
             do_constant_folding=True,
             dynamo=False,
         )
-    graph = onnx.load(str(path), load_external_data=False).graph
-    return Artifact(path.name, sha256(path), _specs(graph.input), _specs(graph.output))
+    proto = onnx.load(str(path), load_external_data=False).graph
+    return Artifact(path.name, sha256(path), _specs(proto.input), _specs(proto.output))
 
 
 def compare(ref: Any, got: InferResult) -> dict[str, Any]:
@@ -138,25 +141,25 @@ def add_variants(
 ) -> list[str]:
     """Write the ``precision`` variant of every graph into ``stage`` and register it in ``manifest``.
 
-    A graph that stays float at this precision (the policy graphs always:
-    they end in the decision logits; the classifier at int8; a graph the
-    calibration set never ran, which has no activation ranges) gets its fp32
-    file as its variant, so every graph has one (what ``build-trt`` needs).
+    A graph that stays float at this precision (``graphs.VARIANTS``: the
+    policy graphs always, the classifier at int8; a graph the calibration set
+    never ran, which has no activation ranges) gets its fp32 file as its
+    variant, so every graph has one (what ``build-trt`` needs).
     Those are listed in ``manifest.parity["vs_fp32"][precision]["kept_float"]``.
     """
     from .calibration import fp16, int8
 
     stage, manifest = runtime.bundle, runtime.manifest
-    graphs = [k for k, a in manifest.artifacts.items() if a.inputs and "." not in k]
     calibrators = {}
     if precision == "int8":
         step(f"int8: calibrating activation ranges on {len(calib.images)} images")
         calibrators = int8.calibrate(runtime, calib.images)
     kept_float = []
-    for name in graphs:
+    for name, graph in graphs(manifest.model).items():
         src = manifest.artifacts[name]
         dst = stage / f"{name}.{precision}.onnx"
-        if name.startswith("policy_") or (precision == "int8" and not (name in calibrators and calibrators[name].observed)):
+        unobserved = precision == "int8" and not (name in calibrators and calibrators[name].observed)
+        if not graph.converts_to(precision) or unobserved:
             manifest.artifacts[variant_key(name, precision)] = src
             kept_float.append(name)
             continue
@@ -165,8 +168,8 @@ def add_variants(
             fp16.convert_fp16(stage / src.file, dst)
         else:
             calibrators[name].quantize(dst)
-        graph = onnx.load(str(dst), load_external_data=False).graph
-        manifest.artifacts[variant_key(name, precision)] = Artifact(dst.name, sha256(dst), _specs(graph.input), _specs(graph.output))
+        proto = onnx.load(str(dst), load_external_data=False).graph
+        manifest.artifacts[variant_key(name, precision)] = Artifact(dst.name, sha256(dst), _specs(proto.input), _specs(proto.output))
     return kept_float
 
 
@@ -196,8 +199,11 @@ def export_bundle(
     ``budgets`` other than ``native`` and ``int8`` need ``calibration``: a
     folder of images, an ``.npz``/``.npy`` or ``"demo"`` (``calibration/data.py``).
     """
-    if opset < MIN_OPSET:
-        raise ConfigError(f"--opset {opset} is too old: LayerNormalization needs opset >= {MIN_OPSET}")
+    if not MIN_OPSET <= opset <= max_opset():
+        raise ConfigError(
+            f"--opset {opset} is not supported: choose {MIN_OPSET} (LayerNormalization as one op) "
+            f"to {max_opset()} (the newest torch {torch.__version__} exports)"
+        )
     if max_batch < 1:
         raise ConfigError(f"--max-batch must be >= 1, got {max_batch}")
     names = parse_budgets(budgets)
@@ -216,9 +222,9 @@ def export_bundle(
     out = Path(out) if out else DEFAULT_OUT / checkpoint.name.split(".")[0]
     with staged_directory(out, overwrite) as stage:
         artifacts = {}
-        for name, module, inputs, outputs, axes in _graphs(model):
-            step(f"tracing {name}")
-            artifacts[name] = export_onnx(module, inputs, outputs, axes, stage / f"{name}.onnx", opset)
+        for graph, module in _graphs(model):
+            step(f"tracing {graph.name}")
+            artifacts[graph.name] = export_onnx(module, graph, cfg, stage / f"{graph.name}.onnx", opset)
         consts = {}
         for i, block in enumerate(model.blocks):
             for stage_name, value in block_constants(block).items():

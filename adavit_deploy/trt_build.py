@@ -24,15 +24,16 @@ per routed group, and a dense graph nobody runs costs nothing but disk.
 from __future__ import annotations
 
 import dataclasses
-import os
 import platform
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from . import __version__
-from .bundle import Manifest, check_precision, read_manifest, resolve_bundle, sha256, staged_directory, variant_key
+from .atomic import atomic_file, staged_directory
+from .bundle import Manifest, check_precision, read_manifest, resolve_bundle, sha256, variant_key
 from .errors import BackendError, BundleError, ConfigError
+from .graphs import graphs
 from .runtime.backends.trt import MIN_TENSORRT, current_environment, import_tensorrt, tensorrt_major
 from .runtime.backends.trt_manifest import ENGINE_DIR, ENGINES_JSON, EngineEntry, EngineManifest
 from .runtime.backends.trt_profiles import Profile, ProfileSpec, graph_profiles
@@ -83,8 +84,8 @@ def budget_profile_spec(manifest: Manifest, budgets: list[str] | None, max_batch
 
 
 def graph_names(manifest: Manifest) -> list[str]:
-    """The bundle's fp32 graphs (artifacts with inputs that are not variants), in manifest order."""
-    return [k for k, a in manifest.artifacts.items() if a.inputs and "." not in k]
+    """The bundle's fp32 graphs (``graphs.graphs`` of its config; ``read_manifest`` checked they are all there)."""
+    return list(graphs(manifest.model))
 
 
 @dataclass(frozen=True)
@@ -114,24 +115,24 @@ def plan_build(manifest: Manifest, precision: str, trt_major: int, bundle: str |
     - otherwise a one-line error: the bundle needs re-exporting with ``--fp16/--int8``.
     """
     check_precision(precision)
-    graphs = graph_names(manifest)
+    names = graph_names(manifest)
     if precision == "fp32":
-        return [GraphPlan(g, g, "fp32", strongly_typed=True, tf32=False) for g in graphs]
-    have = [g for g in graphs if variant_key(g, precision) in manifest.artifacts]
-    if len(have) == len(graphs):
-        return [GraphPlan(g, variant_key(g, precision), precision, strongly_typed=True) for g in graphs]
+        return [GraphPlan(g, g, "fp32", strongly_typed=True, tf32=False) for g in names]
+    have = [g for g in names if variant_key(g, precision) in manifest.artifacts]
+    if len(have) == len(names):
+        return [GraphPlan(g, variant_key(g, precision), precision, strongly_typed=True) for g in names]
     if have:
-        missing = [g for g in graphs if g not in have]
+        missing = [g for g in names if g not in have]
         raise BundleError(
-            f"{bundle}: the bundle has {precision} graphs for {len(have)} of {len(graphs)} graphs "
+            f"{bundle}: the bundle has {precision} graphs for {len(have)} of {len(names)} graphs "
             f"(none for {', '.join(missing[:3])}{'...' if len(missing) > 3 else ''}): re-export it"
         )
     if precision == "fp16" and trt_major == 10:
         return [
-            GraphPlan(g, g, "fp32", strongly_typed=True, tf32=False)
-            if g.startswith("policy_")
-            else GraphPlan(g, g, "fp16", strongly_typed=False, fp16_flag=True)
-            for g in graphs
+            GraphPlan(g.name, g.name, "fp16", strongly_typed=False, fp16_flag=True)
+            if g.converts_to("fp16")
+            else GraphPlan(g.name, g.name, "fp32", strongly_typed=True, tf32=False)
+            for g in graphs(manifest.model).values()
         ]
     why = {
         "fp16": f"TensorRT {trt_major} builds strongly typed networks only, with no FP16 builder flag",
@@ -186,9 +187,8 @@ class TimingCache:
         if self.path is None or self.cache is None:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.partial")
-        tmp.write_bytes(memoryview(self.cache.serialize()))
-        os.replace(tmp, self.path)
+        with atomic_file(self.path, "--timing-cache") as tmp:
+            tmp.write_bytes(memoryview(self.cache.serialize()))
 
 
 class CreateConfig:

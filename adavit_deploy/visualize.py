@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_file, check_writable
 from .config import AdaViTConfig
 from .cost import dense_gmacs
 from .errors import AdaViTDeployError
@@ -68,31 +69,51 @@ def plot_policy(cfg: AdaViTConfig, image: np.ndarray, result: InferResult, i: in
     )
     fig.tight_layout()
     out = Path(out)
-    fig.savefig(out, dpi=110)
+    with atomic_file(out, "--out") as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
     return out
+
+
+def figure_paths(out: str | Path, labels: list[str]) -> list[Path]:
+    """One figure per input: exactly ``out`` for one; else ``out``'s stem plus each input's name,
+    numbered where names repeat (``a/x.png`` and ``b/x.png`` -> ``policy-x-1.png``, ``policy-x-2.png``)."""
+    out = Path(out)
+    if len(labels) == 1:
+        return [out]
+    names = []
+    for label in labels:
+        base, _, index = label.partition("[")  # "a.png" -> a, "x.npy[3]" -> x_3
+        names.append(Path(base).stem + (f"_{index.rstrip(']')}" if index else ""))
+    taken, unique = set(), []
+    for name in names:
+        candidate, k = name, 1
+        if names.count(name) > 1:
+            candidate = f"{name}-{k}"
+        while candidate in taken:
+            k += 1
+            candidate = f"{name}-{k}"
+        taken.add(candidate)
+        unique.append(candidate)
+    return [out.with_name(f"{out.stem}-{name}.png") for name in unique]
 
 
 def inspect_bundle(
     bundle: str | Path, inputs: list[Path], out: str | Path, threads: int = 0, budget: str | float = "native"
 ) -> list[Path]:
-    """Run ``bundle`` on ``inputs`` and write one policy figure per image.
+    """Run ``bundle`` on ``inputs`` and write one policy figure per image (names: ``figure_paths``).
 
-    One image: exactly ``out``; several: ``out``'s stem plus the input's label.
+    The output path is checked before anything runs.
     """
     from .inputs import load_inputs
     from .runtime import load_bundle
 
-    runtime = load_bundle(bundle, threads=threads, budget=budget)
-    images, labels = load_inputs(inputs, runtime.cfg)
-    result = runtime.infer(images)
     out = Path(out)
     if out.suffix.lower() != ".png":
         raise AdaViTDeployError(f"--out {out}: write a .png file")
-    paths = []
-    for i, label in enumerate(labels):
-        base, _, index = label.partition("[")  # "a.png" -> a, "x.npy[3]" -> x_3
-        name = Path(base).stem + (f"_{index.rstrip(']')}" if index else "")
-        target = out if len(labels) == 1 else out.with_name(f"{out.stem}-{name}.png")
-        paths.append(plot_policy(runtime.cfg, images[i], result, i, label, target))
-    return paths
+    check_writable(out, "--out")
+    runtime = load_bundle(bundle, threads=threads, budget=budget)
+    images, labels = load_inputs(inputs, runtime.cfg)
+    result = runtime.infer(images)
+    paths = figure_paths(out, labels)
+    return [plot_policy(runtime.cfg, images[i], result, i, label, p) for i, (label, p) in enumerate(zip(labels, paths))]

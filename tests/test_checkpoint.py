@@ -6,6 +6,7 @@ import argparse
 import builtins
 import os
 import pathlib
+import zipfile
 
 import pytest
 import torch
@@ -305,3 +306,39 @@ def test_num_heads_contradicting_head_selector(make_checkpoint):
     with pytest.raises(ConfigError) as err:
         infer_config(ckpt, num_heads=6)
     assert "--num-heads" in str(err.value) and "3 heads" in str(err.value)
+
+
+def _zip_claiming(path, declared: int) -> None:
+    """A ~1 KB zip checkpoint whose central directory declares ``declared`` uncompressed bytes
+    for its one deflated member (what a zip bomb looks like before inflation)."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("archive/data/0", bytes(4096))
+    data = bytearray(path.read_bytes())
+    central = data.index(b"PK\x01\x02")
+    data[central + 24 : central + 28] = declared.to_bytes(4, "little")  # uncompressed size
+    path.write_bytes(bytes(data))
+
+
+def test_zip_bomb_is_refused_from_its_central_directory(tmp_path, monkeypatch):
+    path = tmp_path / "bomb.pth"
+    _zip_claiming(path, 2 << 30)
+    assert path.stat().st_size < 2000
+
+    def never(*args, **kwargs):
+        raise AssertionError("torch.load must not run on a zip bomb")
+
+    monkeypatch.setattr(torch, "load", never)
+    with pytest.raises(CheckpointError) as exc:
+        read_checkpoint(path)
+    msg = str(exc.value)
+    assert "\n" not in msg and "refused" in msg and "2.0 GiB" in msg and "zip bomb" in msg
+
+
+def test_plausible_zip_sizes_pass_the_guard(tmp_path, make_checkpoint):
+    """A real (uncompressed) torch checkpoint, and a small deflated member below the floor, pass."""
+    from adavit_deploy.model.checkpoint import check_zip_sizes
+
+    check_zip_sizes(make_checkpoint())
+    small = tmp_path / "small.pth"
+    _zip_claiming(small, 1 << 20)  # 1 MiB from ~50 bytes: a high ratio, but harmless
+    check_zip_sizes(small)

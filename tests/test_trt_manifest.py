@@ -7,7 +7,7 @@ import json
 import pytest
 
 from adavit_deploy.bundle import Artifact
-from adavit_deploy.errors import BackendError
+from adavit_deploy.errors import BackendError, BundleError
 from adavit_deploy.runtime.backends.trt_manifest import (
     EngineEntry,
     EngineManifest,
@@ -116,3 +116,22 @@ def test_missing_or_malformed_manifest(manifest, tmp_path):
     (tmp_path / "engines.json").write_text(json.dumps({"schema": "something-else"}))
     with pytest.raises(BackendError, match="not an adavit-deploy TensorRT engine manifest"):
         read_engine_manifest(tmp_path)
+
+
+@pytest.mark.parametrize("file", ["../../outside.engine", "/etc/passwd"])
+def test_engine_paths_outside_the_engine_dir_are_refused(manifest, tmp_path, file):
+    manifest.engines["attn_0"].file = file
+    engines = tmp_path / "trt"
+    engines.mkdir()
+    (engines / "engines.json").write_text(manifest.to_json())
+    with pytest.raises(BundleError) as exc:
+        read_engine_manifest(engines)
+    _one_line(exc, "points outside", "build-trt")
+
+
+@pytest.mark.parametrize("text", [b"\xff\xfe{", b"[]", b'{"schema": "adavit-deploy/trt-engines", "schema_version": 1}'])
+def test_malformed_engine_manifest_is_one_line(tmp_path, text):
+    (tmp_path / "engines.json").write_bytes(text)
+    with pytest.raises(BackendError) as exc:
+        read_engine_manifest(tmp_path)
+    _one_line(exc, "engines.json")

@@ -58,7 +58,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from ..bundle import Artifact
+from ..bundle import Artifact, Manifest
+from ..graphs import graphs
 from ..runtime.adaptive import AdaptiveRuntime
 from ..runtime.backends.base import Backend, Runner
 
@@ -66,11 +67,6 @@ ACT_QMAX = 127
 WEIGHT_QMAX = 63  # see the module doc: exact on AVX2-only CPUs
 #: ops a weight passes through between its initializer and the MatMul
 _WEIGHT_PATH_OPS = {"Gather", "Reshape", "Transpose", "Identity", "Squeeze", "Unsqueeze", "Flatten"}
-QUANTIZED_GRAPHS = ("stem", "attn_", "mlp_", "dense")
-
-
-def quantizable(graph: str) -> bool:
-    return graph.startswith(QUANTIZED_GRAPHS)
 
 
 @dataclass
@@ -381,14 +377,17 @@ class _Observed(Runner):
 
 
 class _CalibratingBackend(Backend):
-    def __init__(self, inner: Backend, n_heads: int) -> None:
-        self.inner, self.n_heads, self.name = inner, n_heads, inner.name
+    """Wraps the runners of the graphs that get INT8 variants (``graphs.VARIANTS``) in calibrators."""
+
+    def __init__(self, inner: Backend, manifest: Manifest) -> None:
+        self.inner, self.n_heads, self.name = inner, manifest.model.num_heads, inner.name
+        self.quantized = {manifest.artifacts[g.name].file: g.name for g in graphs(manifest.model).values() if g.converts_to("int8")}
         self.calibrators: dict[str, GraphCalibrator] = {}
 
     def runner(self, bundle: Path, artifact: Artifact) -> Runner:
         inner = self.inner.runner(bundle, artifact)
-        graph = artifact.file.removesuffix(".onnx")
-        if not quantizable(graph):
+        graph = self.quantized.get(artifact.file)
+        if graph is None:
             return inner
         self.calibrators[graph] = GraphCalibrator(bundle / artifact.file, self.n_heads)
         return _Observed(inner, self.calibrators[graph])
@@ -396,7 +395,7 @@ class _CalibratingBackend(Backend):
 
 def calibrate(runtime: AdaptiveRuntime, images: np.ndarray, batch_size: int = 16) -> dict[str, GraphCalibrator]:
     """Run ``images`` through ``runtime``'s fp32 graphs at each budget (and the dense graph); one calibrator per graph."""
-    backend = _CalibratingBackend(runtime.backend, runtime.cfg.num_heads)
+    backend = _CalibratingBackend(runtime.backend, runtime.manifest)
     observed = AdaptiveRuntime(runtime.bundle, runtime.manifest, backend)
     for budget in observed.manifest.budgets:
         observed.infer(images, batch_size, budget=budget)

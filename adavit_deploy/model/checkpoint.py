@@ -12,6 +12,7 @@ import argparse
 import math
 import pickle
 import re
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
+    check_zip_sizes(path)
     try:
         with torch.serialization.safe_globals(SAFE_GLOBALS):
             obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -58,6 +60,44 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     except Exception as e:  # torch raises RuntimeError/EOFError/... for corrupt files
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({_first_sentence(e)})") from None
     return _unwrap(path, obj)
+
+
+#: A torch checkpoint stores its zip members uncompressed: their declared sizes add up to the file size.
+#: Refused: declared sizes totalling more than MAX_INFLATION x the file *and* more than INFLATION_FLOOR
+#: bytes, or one member above INFLATION_FLOOR that inflates more than MAX_MEMBER_RATIO x.
+MAX_INFLATION = 4
+MAX_MEMBER_RATIO = 100
+INFLATION_FLOOR = 256 << 20
+
+
+def check_zip_sizes(path: Path) -> None:
+    """Refuse a zip checkpoint whose central directory declares implausible sizes, before inflating anything.
+
+    ``torch.load`` allocates what each member declares, so a 2 MB file with a
+    deflated 2 GiB member costs gigabytes of RSS before it fails. Only the
+    central directory is read here. Legacy (non-zip) checkpoints are not
+    compressed: what they hold is on disk, and ``weights_only`` still refuses code.
+    """
+    if not zipfile.is_zipfile(path):
+        return
+    try:
+        with zipfile.ZipFile(path) as z:
+            members = z.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (bad zip: {e})") from None
+    size = path.stat().st_size
+    total = sum(m.file_size for m in members)
+    if total > MAX_INFLATION * size and total > INFLATION_FLOOR:
+        raise CheckpointError(
+            f"{path}: refused: its zip members declare {total / 2**30:.1f} GiB uncompressed in a "
+            f"{size / 2**20:.1f} MiB file (torch stores checkpoints uncompressed; a zip bomb?)"
+        )
+    for m in members:
+        if m.file_size > INFLATION_FLOOR and m.file_size > MAX_MEMBER_RATIO * max(m.compress_size, 1):
+            raise CheckpointError(
+                f"{path}: refused: zip member {m.filename} declares {m.file_size / 2**30:.1f} GiB from "
+                f"{m.compress_size / 2**20:.1f} MiB compressed (torch stores checkpoints uncompressed; a zip bomb?)"
+            )
 
 
 def _first_sentence(e: Exception) -> str:

@@ -12,13 +12,13 @@ whose heads are all dropped adds its precomputed constants without a call.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ..bundle import Manifest, check_precision, read_manifest, variant_key
+from ..atomic import atomic_file
+from ..bundle import Manifest, bundle_file, check_precision, read_manifest, variant_key
 from ..config import Thresholds
 from ..cost import sample_gmacs
 from ..errors import ConfigError, InputError
@@ -73,11 +73,8 @@ class InferResult:
 
     def save(self, path: str | Path) -> None:
         """Write ``logits``, the decisions and ``gmacs`` to ``.npz``, atomically."""
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.partial")
-        with open(tmp, "wb") as f:
+        with atomic_file(path, "--output") as tmp, open(tmp, "wb") as f:
             np.savez(f, logits=self.logits, gmacs=self.gmacs, **{k: getattr(self, k) for k in self.DECISIONS})
-        os.replace(tmp, path)
 
 
 class AdaptiveRuntime:
@@ -99,7 +96,7 @@ class AdaptiveRuntime:
         self.precision = precision
         self.budget = manifest.budget(budget)
         self._runners: dict[str, Runner] = {}
-        with np.load(self.bundle / manifest.artifacts["constants"].file) as c:
+        with np.load(bundle_file(self.bundle, manifest.artifacts["constants"].file), allow_pickle=False) as c:
             self.constants = {k: c[k] for k in c.files}
 
     def runner(self, name: str) -> Runner:

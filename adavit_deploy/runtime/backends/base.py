@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
+from typing import Iterable, Sequence
 
 import numpy as np
 
 from ...bundle import Artifact
-from ...errors import InputError
+from ...errors import BundleError, InputError
+from ...graphs import agrees
 
 
 class Runner(ABC):
@@ -32,6 +34,16 @@ class Runner(ABC):
 
     @abstractmethod
     def run(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]: ...
+
+    def check_graph(self, inputs: Iterable[tuple[str, Sequence]], outputs: Iterable[tuple[str, Sequence]]) -> None:
+        """Refuse a graph file whose I/O (``(name, dims)`` in order, as the backend reads them
+        from it) is not the manifest's: a swapped or edited bundle (``graphs.agrees``)."""
+        ins, outs = self.artifact.signature
+        if not (agrees(ins, inputs) and agrees(outs, outputs)):
+            raise BundleError(
+                f"{self.artifact.file}: the graph's inputs/outputs are not the ones the manifest records for it "
+                "(a swapped or edited bundle): re-export the bundle"
+            )
 
 
 class Backend(ABC):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...bundle import Artifact
+from ...bundle import Artifact, bundle_file
 from ...errors import BackendError
 from .base import Backend, Runner
 
@@ -26,6 +26,8 @@ class OrtRunner(Runner):
     def __init__(self, path: Path, artifact: Artifact, options, providers: list[str]) -> None:
         super().__init__(artifact)
         self.session = _onnxruntime().InferenceSession(str(path), options, providers=providers)
+        io = self.session.get_inputs(), self.session.get_outputs()
+        self.check_graph(*([(t.name, t.shape) for t in ports] for ports in io))
 
     def run(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         return self.session.run(None, feed)
@@ -79,4 +81,4 @@ class OrtBackend(Backend):
         self.options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
 
     def runner(self, bundle: Path, artifact: Artifact) -> Runner:
-        return OrtRunner(bundle / artifact.file, artifact, self.options, self.providers)
+        return OrtRunner(bundle_file(bundle, artifact.file), artifact, self.options, self.providers)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ...bundle import Artifact, check_schema
+from ...bundle import Artifact, bundle_file, check_schema
 from ...errors import BackendError
 from .trt_profiles import Profile, ShapeRange
 
@@ -120,7 +120,7 @@ class EngineManifest:
         )
 
     @classmethod
-    def from_json(cls, text: str, where: str = ENGINES_JSON) -> "EngineManifest":
+    def from_json(cls, text: str | bytes, where: str = ENGINES_JSON) -> "EngineManifest":
         try:
             d = json.loads(text)
             fix = "rebuild the engines with `adavit-deploy build-trt`"
@@ -136,7 +136,7 @@ class EngineManifest:
                 workspace_bytes=d.get("workspace_bytes"),
                 producer=d.get("producer", {}),
             )
-        except (json.JSONDecodeError, KeyError, TypeError, IndexError, ValueError) as e:
+        except (KeyError, TypeError, IndexError, ValueError, AttributeError) as e:  # JSON and UTF-8 errors are ValueErrors
             raise BackendError(f"{where}: malformed engine manifest ({type(e).__name__}: {e})") from None
 
     def entry_for(self, artifact: Artifact, where: str, bundle: str = "BUNDLE") -> EngineEntry:
@@ -151,7 +151,10 @@ def read_engine_manifest(engine_dir: str | Path, bundle: str = "BUNDLE") -> Engi
     path = Path(engine_dir) / ENGINES_JSON
     if not path.is_file():
         raise BackendError(f"{engine_dir}: no TensorRT engines ({ENGINES_JSON} missing): build them with `adavit-deploy build-trt {bundle}`")
-    return EngineManifest.from_json(path.read_text(), str(path))
+    manifest = EngineManifest.from_json(path.read_bytes(), str(path))
+    for entry in manifest.engines.values():  # before TensorRT reads any engine file
+        bundle_file(engine_dir, entry.file, "engine", REBUILD.format(bundle=bundle))
+    return manifest
 
 
 def check_environment(built: TrtEnvironment, here: TrtEnvironment, where: str, bundle: str = "BUNDLE") -> None:
