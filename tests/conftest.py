@@ -22,7 +22,13 @@ from adavit_deploy.config import AdaViTConfig
 from adavit_deploy.model import AdaViT, save_checkpoint
 
 #: The reference implementation's own checkpoints + outputs (../shared/fixtures/README.md).
-FIXTURE_NAMES = ("tiny_full", "tiny_attn_tokens_normpolicy", "tiny_heads_only")
+FIXTURE_NAMES = (
+    "tiny_full",
+    "tiny_attn_tokens_normpolicy",
+    "tiny_heads_only",
+    "t2t_tiny_performer_full",
+    "t2t_tiny_transformer_heads_tokens_normpolicy",
+)
 
 #: Architecture of the random test models (small enough to be instant on a CPU).
 SMALL_ARCH: dict[str, Any] = dict(
@@ -58,7 +64,7 @@ class ReferenceCase:
 
     name: str
     checkpoint: Path
-    images: np.ndarray  # (8, 3, 64, 64) float32, normalised
+    images: np.ndarray  # (8, 3, 64, 64) float32, normalised (96 x 96 for t2t_tiny_performer_full)
     logits: np.ndarray  # (8, 10)
     decisions: dict[str, np.ndarray]  # head_select / layer_select / token_select, where present
 
@@ -77,7 +83,7 @@ def _load_case(fixtures_dir: Path, name: str) -> ReferenceCase:
 
 @pytest.fixture(params=FIXTURE_NAMES)
 def fixture_name(request: pytest.FixtureRequest) -> str:
-    """Each of the three reference fixtures in turn."""
+    """Each of the reference fixtures in turn (DeiT and T2T-ViT families)."""
     return request.param
 
 
