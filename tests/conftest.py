@@ -18,7 +18,7 @@ import pytest
 import torch
 from torch import nn
 
-from adavit_deploy.config import AdaViTConfig
+from adavit_deploy.config import AdaViTConfig, T2TStem
 from adavit_deploy.model import AdaViT, save_checkpoint
 
 #: The reference implementation's own checkpoints + outputs (../shared/fixtures/README.md).
@@ -263,4 +263,21 @@ def half_gmacs_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     cfg = AdaViTConfig.from_flags(**SMALL_ARCH)
     d = tmp_path_factory.mktemp("half-gmacs")
+    return export_bundle(random_checkpoint(cfg, d / "random.pth"), d / "bundle", max_batch=4)
+
+
+#: A small Ada-T2T-ViT with the same token count as SMALL_ARCH (64 px / 16 = 4 x 4 patches).
+T2T_SMALL_ARCH: dict[str, Any] = dict(
+    SMALL_ARCH, img_size=64, patch_size=16, qkv_bias=False, eps=1e-5, t2t=T2TStem("performer", token_dim=16, random_features=8)
+)
+
+
+@pytest.fixture(scope="module")
+def t2t_half_gmacs_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``half_gmacs_bundle``'s T2T twin: a performer stem, 3 blocks, 17 tokens, 3 heads, ~50% GMACs, max batch 4."""
+    from adavit_deploy.export import export_bundle
+    from adavit_deploy.synthetic import random_checkpoint
+
+    cfg = AdaViTConfig.from_flags(**T2T_SMALL_ARCH)
+    d = tmp_path_factory.mktemp("t2t-half-gmacs")
     return export_bundle(random_checkpoint(cfg, d / "random.pth"), d / "bundle", max_batch=4)

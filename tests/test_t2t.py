@@ -7,6 +7,7 @@ Parity with the reference on the two T2T fixtures runs with the DeiT ones
 from __future__ import annotations
 
 import argparse
+import json
 import numpy as np
 import pytest
 import torch
@@ -186,3 +187,91 @@ def test_stem_graph_is_plain_onnx_ops(tmp_path, load_reference_case):
 def test_dense_t2t_vit_19_is_8_5_gmacs():
     cfg = preset("ada_step_t2t_vit_19_lnorm")
     assert dense_gmacs(cfg) == pytest.approx(8.50, rel=0.01)
+
+
+# -- every command on a T2T fixture and on a calibrated T2T bundle -----------------------
+
+
+@pytest.fixture(scope="module")
+def performer_case(fixtures_dir):
+    case = "t2t_tiny_performer_full"
+    with np.load(fixtures_dir / f"{case}.npz") as z:
+        return fixtures_dir / f"{case}.pth.tar", {k: z[k] for k in z.files}
+
+
+def test_cli_on_a_t2t_fixture(performer_case, tmp_path):
+    """info names the family; export, infer, inspect, evaluate and bench (with the masked reference) run on it."""
+    from typer.testing import CliRunner
+
+    from adavit_deploy.cli import app
+
+    ckpt, ref = performer_case
+    runner = CliRunner()
+    info = runner.invoke(app, ["info", str(ckpt), "--json"])
+    assert info.exit_code == 0, info.output
+    report = json.loads(info.stdout)
+    arch = report["architecture"]
+    assert arch["family"] == "T2T-ViT" and arch["stem"].startswith("tokens-to-token, performer")
+    assert (arch["embed_dim"], arch["depth"], arch["num_heads"], arch["num_tokens"]) == (96, 6, 3, 37)
+    assert report["flags"]["ada_head"] and report["flags"]["ada_token_with_mlp"] and report["flags"]["keep_layers"] == 1
+    assert report["dense_gmacs"] == round(dense_gmacs(infer_config(read_checkpoint(ckpt))), 4) > 0
+
+    bundle = tmp_path / "bundle"
+    out = runner.invoke(app, ["export", str(ckpt), "--out", str(bundle)])
+    assert out.exit_code == 0 and "decisions 100.00% equal" in out.output, out.output
+    np.savez(tmp_path / "in.npz", images=ref["images"], labels=ref["logits"].argmax(1))
+    res = runner.invoke(app, ["infer", str(bundle), str(tmp_path / "in.npz"), "-o", str(tmp_path / "out.npz"), "--batch-size", "1"])
+    assert res.exit_code == 0, res.output
+    with np.load(tmp_path / "out.npz") as z:
+        np.testing.assert_allclose(z["logits"], ref["logits"], atol=1e-4)
+        for key in ("head_select", "layer_select", "token_select"):
+            np.testing.assert_array_equal(z[key], ref[key], err_msg=key)
+    res = runner.invoke(app, ["inspect", str(bundle), str(tmp_path / "in.npz"), "--out", str(tmp_path / "p.png")])
+    assert res.exit_code == 0, res.output
+    assert len(list(tmp_path.glob("p-*.png"))) == 8
+    res = runner.invoke(app, ["evaluate", str(bundle), "--data", str(tmp_path / "in.npz"), "--json", str(tmp_path / "ev.json")])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "ev.json").read_text())["rows"][0]["top1"] == 1.0  # labels are the reference's top-1
+    args = ["bench", str(bundle), "--batch-sizes", "1,2", "--iterations", "1", "--warmup", "0"]
+    res = runner.invoke(app, [*args, "--no-memory", "--images", str(tmp_path / "in.npz"), "--json", str(tmp_path / "b.json")])
+    assert res.exit_code == 0, res.output
+    bench = json.loads((tmp_path / "b.json").read_text())
+    assert bench["parity"]["decision_agreement"] == 1.0 and bench["parity"]["max_abs_logit_diff"] < 1e-4
+    assert {r["engine"] for r in bench["results"]} == {"adaptive", "dense", "reference"}
+
+
+@pytest.fixture(scope="module")
+def calibrated_t2t(tmp_path_factory):
+    """The small T2T model exported with budgets native,0.85, FP16 and INT8 graphs, calibrated on 32 images."""
+    from conftest import T2T_SMALL_ARCH
+
+    from adavit_deploy.synthetic import random_checkpoint
+
+    tmp = tmp_path_factory.mktemp("t2t-calibrated")
+    cfg = AdaViTConfig.from_flags(**T2T_SMALL_ARCH)
+    ckpt = random_checkpoint(cfg, tmp / "random.pth", target=0.7)
+    images = np.random.default_rng(1).standard_normal((32, 3, cfg.img_size, cfg.img_size), dtype=np.float32)
+    np.savez(tmp / "calib.npz", images=images)
+    bundle = export_bundle(ckpt, tmp / "bundle", budgets="native,0.85", calibration=tmp / "calib.npz", fp16=True, int8=True)
+    return bundle, images
+
+
+def test_budgets_fp16_int8_on_t2t(calibrated_t2t):
+    """The downstream machinery needs nothing T2T-specific: budgets hit, variants agree with fp32, the stem is int8."""
+    import onnx
+
+    from adavit_deploy.bundle import read_manifest
+
+    bundle, images = calibrated_t2t
+    manifest = read_manifest(bundle)
+    assert manifest.model.t2t is not None and manifest.precisions == ["fp32", "fp16", "int8"]
+    assert manifest.budgets["0.85"].gmacs_fraction == pytest.approx(0.85, abs=0.03)
+    for precision in ("fp16", "int8"):
+        report = manifest.parity["vs_fp32"][precision]
+        assert report["decision_agreement"] >= 0.95 and report["top1_agreement"] >= 0.8, (precision, report)
+    assert "stem" not in manifest.parity["vs_fp32"]["int8"]["kept_float"]
+    stem = onnx.load(str(bundle / manifest.artifacts["stem.int8"].file))
+    assert "QuantizeLinear" in {n.op_type for n in stem.graph.node}
+    rt = load_bundle(bundle, budget="0.85", precision="int8")
+    res = rt.infer(images[:4])
+    assert res.logits.shape == (4, 7) and (res.gmacs < dense_gmacs(rt.cfg)).all()
