@@ -270,8 +270,29 @@ def test_budgets_fp16_int8_on_t2t(calibrated_t2t):
         report = manifest.parity["vs_fp32"][precision]
         assert report["decision_agreement"] >= 0.95 and report["top1_agreement"] >= 0.8, (precision, report)
     assert "stem" not in manifest.parity["vs_fp32"]["int8"]["kept_float"]
+    # fp16: the T2T stem stays float32 (the performer's exp overflows fp16), the blocks do not
+    fp16 = {g: onnx.load(str(bundle / manifest.artifacts[f"{g}.fp16"].file)).graph for g in ("stem", "dense")}
+    half = {g: {t.name for t in graph.initializer if t.data_type == onnx.TensorProto.FLOAT16} for g, graph in fp16.items()}
+    assert half["stem"] <= {"model.cls_token", "model.pos_embed"} and half["dense"]
+    assert not any(n.endswith(("attention1.w", "attention2.w", "kqv.weight")) for n in half["dense"])
     stem = onnx.load(str(bundle / manifest.artifacts["stem.int8"].file))
     assert "QuantizeLinear" in {n.op_type for n in stem.graph.node}
     rt = load_bundle(bundle, budget="0.85", precision="int8")
     res = rt.infer(images[:4])
     assert res.logits.shape == (4, 7) and (res.gmacs < dense_gmacs(rt.cfg)).all()
+
+
+def test_synthetic_t2t_at_a_chosen_gmacs_ratio():
+    """``synthetic`` makes a random Ada-T2T-ViT whose decisions vary per image at the asked fraction of dense."""
+    from conftest import T2T_SMALL_ARCH
+
+    from adavit_deploy.cost import sample_gmacs
+    from adavit_deploy.synthetic import random_adavit
+
+    cfg = AdaViTConfig.from_flags(**T2T_SMALL_ARCH)
+    model = random_adavit(cfg, target=0.85, seed=1)
+    with torch.no_grad():
+        out = model(torch.randn(16, 3, cfg.img_size, cfg.img_size, generator=torch.Generator().manual_seed(5)))
+    gmacs = sample_gmacs(cfg, out.head_select.numpy(), out.layer_select.numpy(), out.token_select.numpy())
+    assert gmacs.mean() / dense_gmacs(cfg) == pytest.approx(0.85, abs=0.05)
+    assert len(np.unique(gmacs)) > 1
