@@ -43,7 +43,7 @@ class SoftSplit(nn.Module):
         super().__init__()
         self.size, self.channels, self.kernel = size, channels, kernel
         self.out_size = (size + 2 * padding - kernel) // stride + 1
-        # window offset-major, then output position: (k*k, L) rows/cols of the padded map
+        # (k*k * L) positions, window offset-major then output position, as rows/cols of the unpadded map
         start = torch.arange(self.out_size) * stride - padding
         rows = (torch.arange(kernel)[:, None] + start[None, :])[:, None, :, None]  # (k, 1, out, 1)
         cols = (torch.arange(kernel)[:, None] + start[None, :])[None, :, None, :]  # (1, k, 1, out)
