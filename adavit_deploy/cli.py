@@ -111,6 +111,13 @@ TokenWithMlp = Annotated[
 HeadThreshold = Annotated[Optional[float], typer.Option(help="Head decision threshold (default 0.5).")]
 LayerThreshold = Annotated[Optional[float], typer.Option(help="Sub-layer decision threshold (default 0.5).")]
 TokenThreshold = Annotated[Optional[float], typer.Option(help="Token decision threshold (default 0.6).")]
+QkScale = Annotated[
+    Optional[float],
+    typer.Option(
+        help="Attention scale of the blocks \\[default: head_dim^-0.5; embed_dim^-0.5 for a T2T-ViT checkpoint "
+        "whose args say pretrained]."
+    ),
+]
 # -- options shared by the commands that run a bundle ---------------------------
 Budget = Annotated[
     str, typer.Option(help="Which of the bundle's budgets to run: native (the checkpoint's thresholds) or e.g. 0.5.")
@@ -136,13 +143,15 @@ def info(
     head_threshold: HeadThreshold = None,
     layer_threshold: LayerThreshold = None,
     token_threshold: TokenThreshold = None,
+    qk_scale: QkScale = None,
 ) -> None:
-    """Show the architecture, decision flags, thresholds and cost detected in a checkpoint."""
+    """Show the architecture, decision flags, thresholds and cost detected in a checkpoint (DeiT or T2T-ViT family)."""
     from .summary import describe_checkpoint
 
     with _errors():
         report = describe_checkpoint(
             checkpoint,
+            qk_scale=qk_scale,
             **_overrides(num_heads, token_with_mlp, head_threshold, layer_threshold, token_threshold),
         )
     if json_out:
@@ -194,6 +203,7 @@ def export(
     head_threshold: HeadThreshold = None,
     layer_threshold: LayerThreshold = None,
     token_threshold: TokenThreshold = None,
+    qk_scale: QkScale = None,
 ) -> None:
     """Trace the policy net, the pruned per-block graphs, stem, classifier and dense baseline to an ONNX bundle.
 
@@ -219,6 +229,7 @@ def export(
             calib_count=calib_count,
             fp16=fp16,
             int8=int8,
+            qk_scale=qk_scale,
             **_overrides(num_heads, token_with_mlp, head_threshold, layer_threshold, token_threshold),
         )
     from .bundle import read_manifest
@@ -463,6 +474,7 @@ def bench(
     memory: Annotated[
         bool, typer.Option("--memory/--no-memory", help="Measure each engine's peak RSS in a child process.")
     ] = True,
+    qk_scale: QkScale = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the report as JSON (docs/bench.md).")] = None,
     plot: Annotated[
         Optional[Path], typer.Option("--plot", help="Write a PNG: throughput per engine, GMACs per image.")
@@ -499,6 +511,7 @@ def bench(
                 budget=budget,
                 engines=engines,
                 memory=memory,
+                qk_scale=qk_scale,
                 progress=lambda what, done, total: bar.update(task, description=what, completed=done, total=total or None),
             )
         if json_out:
