@@ -86,7 +86,7 @@ def main() -> None:
     ap.add_argument("--concurrency", default="1,16", help="client concurrency levels")
     ap.add_argument("--duration", type=float, default=30.0, help="seconds of load per model and concurrency")
     ap.add_argument("--max-batch", type=int, default=16, help="the server's max batch size")
-    ap.add_argument("--queue-delay-us", type=int, default=20000, help="the dynamic batcher's max queue delay")
+    ap.add_argument("--queue-delay-us", type=int, default=0, help="the dynamic batcher's max queue delay")
     ap.add_argument("--protocol", default="grpc", choices=("http", "grpc"))
     ap.add_argument("--export-python", default=sys.executable, help="a Python with torch, for the one-time export")
     ap.add_argument("--export-only", action="store_true", help=argparse.SUPPRESS)

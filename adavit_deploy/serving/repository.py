@@ -2,7 +2,7 @@
 
 The repository is self-contained, so the same folder serves on one box
 (``adavit-deploy serve``) and on a Triton cluster: each model's version folder
-holds a copy of the bundle (hard links where the filesystem allows), whose
+holds a copy of the bundle (the dense model's hard-linked to the adaptive one's), whose
 sha256 sums the runtime verifies when Triton loads the model. Everything
 the Python backend needs to know (budget, precision, threads, backend,
 adaptive or dense) is a ``parameters`` entry of ``config.pbtxt``, so a user can
@@ -109,7 +109,7 @@ instance_group [ {{ count: {options.instances}, kind: KIND_CPU }} ]
 
 
 def _link_or_copy(src: str, dst: str) -> None:
-    """Hard links cost no space and keep the bytes the manifest's sha256 sums describe."""
+    """The dense model's bundle: hard links to the adaptive model's copy, inside the repository (no space)."""
     try:
         os.link(src, dst)
     except OSError:
@@ -121,7 +121,8 @@ def _write_model(repo: Path, name: str, bundle: Path, cfg: AdaViTConfig, options
     version.mkdir(parents=True)
     (repo / name / "config.pbtxt").write_text(model_config(name, cfg, options, dense))
     (version / "model.py").write_text(resources.files(__package__).joinpath("model.py").read_text())
-    shutil.copytree(bundle, version / BUNDLE_DIR, copy_function=_link_or_copy)
+    # the user's bundle is copied, never linked: editing the repository must not change it
+    shutil.copytree(bundle, version / BUNDLE_DIR, copy_function=_link_or_copy if dense else shutil.copy2)
 
 
 def write_repository(bundle: str | Path, out: str | Path, options: RepositoryOptions = RepositoryOptions(),
