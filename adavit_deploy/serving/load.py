@@ -13,8 +13,6 @@ counters. Every loop is bounded by time; every request by a network timeout.
 from __future__ import annotations
 
 import importlib
-import json
-import os
 import re
 import threading
 import time
@@ -26,6 +24,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from ..bench import BenchReport, environment
 from ..errors import BackendError, ConfigError
 from .repository import DENSE_SUFFIX
 
@@ -57,13 +56,7 @@ class ServeBenchReport:
     def to_dict(self) -> dict[str, Any]:
         return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, **asdict(self)}
 
-    def save(self, path: str | Path) -> Path:
-        """Write the report as JSON, atomically."""
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.partial")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        os.replace(tmp, path)
-        return path
+    save = BenchReport.save  # the same atomic JSON write of ``to_dict()``
 
     def result(self, model: str, concurrency: int) -> dict[str, Any] | None:
         return next((r for r in self.results if r["model"] == model and r["concurrency"] == concurrency), None)
@@ -109,7 +102,7 @@ class Client:
     """One connection over ``protocol`` (``http`` or ``grpc``); ``infer`` sends one request."""
 
     def __init__(self, url: str, protocol: str = "http") -> None:
-        self._tc, self.protocol = _tritonclient(protocol), protocol
+        self._tc, self.protocol, self._url = _tritonclient(protocol), protocol, url
         timeout = {"network_timeout": REQUEST_TIMEOUT_S} if protocol == "http" else {}
         self._client = self._tc.InferenceServerClient(url, **timeout)
         self._json = {"as_json": True} if protocol == "grpc" else {}
@@ -125,8 +118,10 @@ class Client:
     def model_ready(self, model: str) -> bool:
         try:
             return bool(self._client.is_model_ready(model))
-        except self._tc.InferenceServerException:
+        except self._tc.InferenceServerException:  # gRPC: also when nothing listens
             return False
+        except OSError as e:  # HTTP: nothing listens
+            raise BackendError(f"cannot reach a Triton server at {self._url} ({e.strerror or e}): check --url") from None
 
     def input_shape(self, model: str) -> tuple[int, ...]:
         """The per-image shape of the model's ``images`` input."""
@@ -207,7 +202,8 @@ def _row(model: str, concurrency: int, seg: _Segment) -> dict[str, Any]:
         "throughput_ips": ok / seg.seconds if seg.seconds else 0.0,
         "latency_ms": latency,
         "server_batch_mean": count / execs if execs else None,
-        "server_compute_ms_per_batch": c.get("nv_inference_compute_infer_duration_us", 0.0) / execs / 1e3 if execs else None,
+        # Triton charges every request of a batch the batch's whole compute time: per request = per batch
+        "server_compute_ms_per_batch": c.get("nv_inference_compute_infer_duration_us", 0.0) / count / 1e3 if count else None,
         "server_queue_ms_per_request": c.get("nv_inference_queue_duration_us", 0.0) / count / 1e3 if count else None,
     }
 
@@ -280,8 +276,6 @@ def run_load(url: str, protocol: str = "http", concurrency: str | Sequence[int] 
             a, d = (next(r for r in results if r["model"] == m and r["concurrency"] == c) for m in models)
             ratio = a["throughput_ips"] / d["throughput_ips"] if d["throughput_ips"] else None
             comparisons.append({"concurrency": c, "adaptive_vs_dense_throughput": ratio})
-    from ..bench import environment
-
     settings = {"url": url, "protocol": protocol, "model": model, "models": models, "concurrency": list(levels),
                 "duration_s": duration, "rounds": rounds, "warmup_s": warmup_s, "metrics_url": metrics_url,
                 "images": {"source": source, "count": len(pool), "shape": list(pool.shape[1:])}}  # fmt: skip
