@@ -33,9 +33,10 @@ import urllib.request
 from dataclasses import dataclass
 from importlib import util
 from pathlib import Path
-from typing import IO
+from typing import IO, Callable
 
 from ..errors import BackendError, ConfigError
+from .repository import RepositoryOptions, write_repository
 
 #: ``pip install`` hint when the wheel is missing.
 INSTALL_HINT = "pip install 'adavit-deploy[serve]' (Linux x86_64)"
@@ -137,12 +138,15 @@ class TritonServer:
             f"--exit-timeout-secs={self.exit_timeout_s}",
         ]  # fmt: skip
 
-    def start(self, ready_timeout_s: float = READY_TIMEOUT_S) -> "TritonServer":
-        """Start the server and wait until every model is loaded; a one-line error if it is not."""
-        install = find_triton()
+    def check_ports(self) -> None:
         for option, port in (("--http-port", self.http_port), ("--grpc-port", self.grpc_port),
                              ("--metrics-port", self.metrics_port)):  # fmt: skip
             check_port_free(self.host, port, option)
+
+    def start(self, ready_timeout_s: float = READY_TIMEOUT_S) -> "TritonServer":
+        """Start the server and wait until every model is loaded; a one-line error if it is not."""
+        install = find_triton()
+        self.check_ports()
         self._backends = Path(tempfile.mkdtemp(prefix="adavit-triton-backends-"))
         python = self._backends / "python"
         python.mkdir()
@@ -181,10 +185,6 @@ class TritonServer:
             time.sleep(0.2)
         raise BackendError(f"tritonserver was not ready after {timeout_s:.0f} s: see its log above")
 
-    def wait(self) -> int:
-        """Block until the server exits; its exit code."""
-        return self.process.wait()
-
     def terminate(self) -> None:
         """Ask the server to drain and stop (SIGTERM); ``wait`` or ``stop`` then."""
         if self.process is not None and self.process.poll() is None:
@@ -212,19 +212,16 @@ class TritonServer:
         self.stop()
 
 
-def serve(bundle: str | Path, options, host: str = "127.0.0.1", http_port: int = 8000, grpc_port: int = 8001,
-          metrics_port: int = 8002, on_ready=None) -> int:  # fmt: skip
+def serve(bundle: str | Path, options: RepositoryOptions, host: str = "127.0.0.1", http_port: int = 8000,
+          grpc_port: int = 8001, metrics_port: int = 8002,
+          on_ready: Callable[[TritonServer], None] | None = None) -> int:  # fmt: skip
     """Serve ``bundle`` in the foreground until SIGINT or SIGTERM, then drain, stop and clean up.
 
     The repository (``write_repository`` with ``options``) lives in a temporary
     folder removed on the way out. ``on_ready(server)`` is called once the models
-    are loaded. Returns the server's exit code.
+    are loaded. Returns the server's exit code once a signal stopped it.
     """
-    from .repository import write_repository
-
-    find_triton()  # the install hint before any work
-    for option, port in (("--http-port", http_port), ("--grpc-port", grpc_port), ("--metrics-port", metrics_port)):
-        check_port_free(host, port, option)
+    find_triton()  # the install hint, and the ports, before the bundle is copied
     work = Path(tempfile.mkdtemp(prefix="adavit-triton-"))
     server = TritonServer(work / "models", host, http_port, grpc_port, metrics_port)
     stopping: list[int] = []
@@ -235,16 +232,25 @@ def serve(bundle: str | Path, options, host: str = "127.0.0.1", http_port: int =
 
     previous = {s: signal.signal(s, drain) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
+        server.check_ports()
         write_repository(bundle, server.repository, options)
-        server.start()
+        try:
+            server.start()
+        except BackendError:
+            if stopping:  # Ctrl-C while the models loaded
+                return 0
+            raise
         if on_ready is not None:
             on_ready(server)
-        while server.process.poll() is None:  # woken by signals; a bounded wait so the handler's SIGTERM is seen
+        while server.process.poll() is None:  # a bounded wait: the signal handler's SIGTERM ends it
             try:
                 server.process.wait(timeout=1)
             except subprocess.TimeoutExpired:
                 pass
-        return server.stop() or 0
+        code = server.stop() or 0
+        if not stopping:
+            raise BackendError(f"tritonserver exited on its own with code {code}: see its log above")
+        return code
     finally:
         server.stop()
         shutil.rmtree(work, ignore_errors=True)
