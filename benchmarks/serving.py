@@ -9,8 +9,9 @@ Issue 13's measurement, in one run:
 2. serve it and its dense graph side by side (``adavit-deploy triton-repo
    --with-dense``) on loopback ports and load both, interleaved, with
    ``bench --url``'s client (one image per request) at each ``--concurrency``;
-3. stop the server, then time the in-process runtime on the same images at
-   the batch size the server formed (rounded), with the same threads;
+3. stop the server, then time the in-process runtime and dense graph on the
+   same images at the batch size the server formed (rounded), with the same
+   threads, alternating in rounds;
 4. print served / in-process and adaptive / dense throughput, p50 / p99, and
    write everything to ``--json``.
 
@@ -54,29 +55,34 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def in_process(bundle: Path, threads: int, pool, batch_sizes: dict[str, int], seconds: float) -> dict[str, dict]:
-    """Throughput of the runtime (adaptive) and of the dense graph, in this process, at the given batch sizes."""
+def in_process(bundle: Path, threads: int, pool, batch_sizes: dict[str, int], seconds: float, rounds: int = 3) -> dict[str, dict]:
+    """Throughput of the runtime (adaptive) and of the dense graph, in this process, at the given batch sizes.
+
+    The two alternate in ``rounds`` (the order rotates), as the served models do: the host's load moves by the minute.
+    """
     import numpy as np
 
     from adavit_deploy import load_bundle
     from adavit_deploy.bench import cycled_batches
 
     rt = load_bundle(bundle, threads=threads)
-    out = {}
-    for engine, b in batch_sizes.items():
-        run = rt.infer if engine == "adaptive" else rt.dense
-        batches = cycled_batches(pool, b, 64)
-        for x in batches[:2]:
-            run(x)
-        times, k, stop_at = [], 0, time.perf_counter() + seconds
-        while time.perf_counter() < stop_at:
-            t = time.perf_counter()
-            run(batches[k % len(batches)])
-            times.append(time.perf_counter() - t)
-            k += 1
-        out[engine] = {"batch_size": b, "calls": k, "throughput_ips": b * k / sum(times),
-                       "latency_ms_p50": float(np.percentile(times, 50) * 1e3)}  # fmt: skip
-    return out
+    runs = {"adaptive": rt.infer, "dense": rt.dense}
+    batches = {e: cycled_batches(pool, b, 64) for e, b in batch_sizes.items()}
+    times: dict[str, list[float]] = {e: [] for e in batch_sizes}
+    for e in batch_sizes:
+        for x in batches[e][:2]:
+            runs[e](x)
+    engines = list(batch_sizes)
+    for r in range(rounds):
+        for k in range(len(engines)):
+            e = engines[(k + r) % len(engines)]
+            stop_at = time.perf_counter() + seconds / rounds
+            while time.perf_counter() < stop_at:
+                t = time.perf_counter()
+                runs[e](batches[e][len(times[e]) % len(batches[e])])
+                times[e].append(time.perf_counter() - t)
+    return {e: {"batch_size": b, "calls": len(times[e]), "throughput_ips": b * len(times[e]) / sum(times[e]),
+                "latency_ms_p50": float(np.percentile(times[e], 50) * 1e3)} for e, b in batch_sizes.items()}  # fmt: skip
 
 
 def main() -> None:
