@@ -114,7 +114,7 @@ TokenThreshold = Annotated[Optional[float], typer.Option(help="Token decision th
 QkScale = Annotated[
     Optional[float],
     typer.Option(
-        help="Attention scale of the blocks \\[default: head_dim^-0.5; embed_dim^-0.5 for a T2T-ViT checkpoint "
+        help="Attention scale of the blocks [default: head_dim^-0.5; embed_dim^-0.5 for a T2T-ViT checkpoint "
         "whose args say pretrained]."
     ),
 ]
@@ -625,7 +625,7 @@ def _repository_options(name, max_batch, queue_delay_us, instances, threads, bac
     )  # fmt: skip
 
 
-@app.command("triton-repo")
+@app.command("triton-repo", cls=LiteralHelpCommand)
 def triton_repo(
     bundle: Annotated[Path, typer.Argument(help="Bundle directory written by `export`.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Repository directory to write.")],
@@ -655,11 +655,11 @@ def triton_repo(
     console.print(f"[green]repository written:[/] {escape(str(path))} (models: {escape(', '.join(models))})")
 
 
-@app.command()
+@app.command(cls=LiteralHelpCommand)
 def serve(
     bundle: Annotated[
         Optional[Path],
-        typer.Argument(help="Bundle directory \\[default: export/bundles/ada_digits, the demo model's]."),
+        typer.Argument(help="Bundle directory [default: export/bundles/ada_digits, the demo model's]."),
     ] = None,
     host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0: every interface).")] = "127.0.0.1",
     http_port: Annotated[int, typer.Option(help="HTTP/REST port (KServe v2 protocol).")] = 8000,

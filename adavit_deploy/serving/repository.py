@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from ..bundle import budget_name, check_precision, read_manifest, staged_directory
+from ..atomic import staged_directory
+from ..bundle import budget_name, check_precision, read_manifest
 from ..config import AdaViTConfig
 from ..errors import ConfigError
 from ..runtime.backends import BACKENDS

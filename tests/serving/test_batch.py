@@ -40,7 +40,7 @@ def test_bad_requests_fail_alone(runtime):
     nan = x[1:2].copy()
     nan[0, 0, 0, 0] = np.nan
     outcomes = run_batch(runtime, [x[:1], nan, x[:1, :, :8], x[2:].astype(np.int32), x[2:]])
-    assert outcomes[1] == RequestError("images contain NaN or infinite values", invalid_argument=True)
+    assert outcomes[1] == RequestError("NaN or Inf values in 1 of 1 inputs (#0): fix or drop them", invalid_argument=True)
     for bad in (outcomes[2], outcomes[3]):
         assert isinstance(bad, RequestError) and bad.invalid_argument and "images must be float NCHW" in bad.message
     expected = runtime.infer(np.concatenate([x[:1], x[2:]])).logits
