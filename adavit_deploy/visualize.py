@@ -83,9 +83,9 @@ def inspect_bundle(
     from .inputs import load_inputs
     from .runtime import load_bundle
 
-    runtime = load_bundle(bundle, threads=threads, budget=budget)
-    images, labels = load_inputs(inputs, runtime.cfg)
-    result = runtime.infer(images)
+    with load_bundle(bundle, threads=threads, budget=budget) as runtime:
+        images, labels = load_inputs(inputs, runtime.cfg)
+        result = runtime.infer(images)
     out = Path(out)
     if out.suffix.lower() != ".png":
         raise AdaViTDeployError(f"--out {out}: write a .png file")
