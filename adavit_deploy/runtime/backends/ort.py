@@ -92,11 +92,12 @@ class OrtBackend(Backend):
     the next session's (measured on Ada-DeiT-S, batch 1, 2 cores: 735 ms vs
     60 ms per image); with spinning off, every op pays a wake-up (1.3x vs
     dense at batch 1). Our sessions spin while they run and stop when their
-    ``Run`` returns, which is as fast as one process-wide pool (measured in
-    ``docs/ARCHITECTURE.md``) without ORT's global pool, which would make
-    every other session of the host process fail ("use_per_session_threads
-    must be false when using a global thread pool") and fix one thread count
-    per process. ``threads=0``: one per core.
+    ``Run`` returns: a run pays one wake-up, not one per op, as with the
+    process-wide pool used before (``docs/ARCHITECTURE.md``), but without
+    ORT's global pool, which made every other session of the host process
+    fail ("use_per_session_threads must be false when using a global thread
+    pool") and fixed one thread count per process. ``threads=0``: one per core.
+    Each session starts ``threads - 1`` workers, asleep between runs.
 
     Memory: one arena per session holds each graph's largest activations at
     once (4.4x the dense graph's peak RSS at batch 16), no arena pays malloc
