@@ -110,6 +110,15 @@ def test_two_runtimes_with_different_thread_counts_in_one_process(half_gmacs_bun
             np.testing.assert_allclose(one.dense(batch), two.dense(batch), atol=1e-5)
 
 
+def test_small_graphs_run_on_the_calling_thread(half_gmacs_bundle, batch):
+    with load_bundle(half_gmacs_bundle, threads=2) as rt:
+        rt.infer(batch)
+        threads = {name: r.session.get_session_options().intra_op_num_threads for name, r in rt.runners.items()}
+    assert threads["stem"] == threads["attn_0"] == 2
+    policies = [t for name, t in threads.items() if name.startswith("policy_")]
+    assert threads["head"] == 1 and policies and set(policies) == {1}
+
+
 # -- host-process citizenship (each case in a fresh process: ORT's state is process-wide) --
 
 _USER_SESSION = """
