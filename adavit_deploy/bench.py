@@ -39,8 +39,10 @@ from .atomic import atomic_file
 from .bundle import MANIFEST, PRECISIONS, sha256
 from .cost import dense_gmacs
 from .errors import BackendError, ConfigError, InputError
+from .extras import EXPORT_HINT, missing_export_module, require_export
+from .parity import EXACT, compare, parity_report, parity_sentence
 from .runtime import AdaptiveRuntime, RoutingStats, load_bundle
-from .runtime.backends import Backend, get_backend
+from .runtime.backends import Backend, get_backend, resolve_threads
 from .visualize import pyplot
 
 SCHEMA = "adavit-deploy/bench"
@@ -208,6 +210,9 @@ def _reference_engine(model) -> Engine:
 
 def reference_model(bundle: Path, manifest):
     """The masked PyTorch model of the bundle's own checkpoint and config, or the reason it cannot be built."""
+    missing = missing_export_module()
+    if missing is not None:
+        return None, f"the PyTorch reference needs the export extra ({missing} is not installed): {EXPORT_HINT}"
     from .model import build_model, read_checkpoint
 
     source = manifest.source.get("checkpoint")
@@ -358,10 +363,10 @@ def _latency(seconds: list[float]) -> dict[str, float]:
 
 
 def _merge_parity(parts: list[dict[str, Any]]) -> dict[str, Any]:
-    """Chunked ``export.parity_report`` results as one (means weighted by samples, maxima over chunks)."""
+    """Chunked ``parity.parity_report`` results as one (means weighted by samples, maxima over chunks)."""
     n = sum(p["samples"] for p in parts)
     out: dict[str, Any] = {"samples": n}
-    for key in ("top1_agreement", "decision_agreement", "mean_gmacs"):
+    for key in ("top1_agreement", "decision_agreement", "mean_abs_logit_diff", "mean_gmacs"):
         out[key] = float(sum(p[key] * p["samples"] for p in parts) / n)
     for key in ("max_abs_logit_diff", "dense_max_abs_logit_diff"):
         out[key] = float(max(p[key] for p in parts))
@@ -392,6 +397,7 @@ def resolve_target(
         raise InputError(f"{target}: a directory but not a bundle (no {MANIFEST}); pass a bundle or a checkpoint")
     if not target.is_file():
         raise InputError(f"{target}: no such bundle directory or checkpoint file")
+    require_export(f"benchmarking the checkpoint {target} (it is exported first)")
     from .export import export_bundle
 
     step(f"exporting {target.name} to a temporary bundle")
@@ -399,7 +405,7 @@ def resolve_target(
     return bundle, {**info, "bundle": None, "checkpoint": str(target), "exported": True}
 
 
-def _check_options(iterations: int, warmup: int, threads: int, budget: str) -> str:
+def _check_options(iterations: int, warmup: int, budget: str) -> str:
     """Validate the numbers; return the budget's canonical name."""
     from .calibration import parse_budgets
 
@@ -407,8 +413,6 @@ def _check_options(iterations: int, warmup: int, threads: int, budget: str) -> s
         raise ConfigError(f"--iterations {iterations}: must be >= 1")
     if warmup < 0:
         raise ConfigError(f"--warmup {warmup}: must be >= 0")
-    if threads < 0:
-        raise ConfigError(f"--threads {threads}: must be >= 0 (0: one per core)")
     names = parse_budgets(str(budget))
     if len(names) != 1:
         raise ConfigError(f"--budget {budget!r}: give one budget (bench runs one at a time)")
@@ -443,22 +447,23 @@ def bench(
     overrides a checkpoint's attention scale (``infer_config``).
     """
     sizes, wanted = parse_batch_sizes(batch_sizes), parse_engines(engines)
-    budget = _check_options(iterations, warmup, threads, budget)
-    threads = threads or os.cpu_count() or 1
+    budget = _check_options(iterations, warmup, budget)
+    threads = resolve_threads(threads)
     say = progress or (lambda what, done, total: None)
     backend_impl = make_backend(backend, threads)  # fails fast, before any export
     skipped: dict[str, str] = {}
 
-    with ExitStack() as stack:
+    with ExitStack() as stack:  # closes the runtimes and the backend, then removes the workdir
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="adavit-bench-")))
+        stack.enter_context(backend_impl)
         bundle, target_info = resolve_target(target, workdir, threads, lambda msg: say(msg, 0, 0), qk_scale=qk_scale)
-        rt = load_bundle(bundle, backend=backend_impl, budget=budget)
+        rt = stack.enter_context(load_bundle(bundle, backend=backend_impl, budget=budget))
         cfg, manifest = rt.cfg, rt.manifest
         runtimes = {"fp32": rt}
         for name in wanted:
             base, precision = split_engine(name)
             if base != "reference" and precision not in runtimes:
-                runtimes[precision] = AdaptiveRuntime(bundle, manifest, backend_impl, budget, precision)
+                runtimes[precision] = stack.enter_context(AdaptiveRuntime(bundle, manifest, backend_impl, budget, precision))
         engine_list = [_bundle_engine(n, runtimes[split_engine(n)[1]]) for n in wanted if n != "reference"]
         model = None
         if "reference" in wanted:
@@ -476,8 +481,6 @@ def bench(
 
         # untimed: every input's decisions and cost, and parity against PyTorch
         say("checking parity against PyTorch" if model is not None else "routing the inputs", 0, 0)
-        from .export import compare, parity_report
-
         full = rt.infer(pool, batch_size=chunk)
         parity = None
         if model is not None:
@@ -676,10 +679,7 @@ def plot_report(report: BenchReport, path: str | Path) -> Path:
     sub = f"{t['model']}; backend {s['backend']}, {s['threads']} threads, {env['cpu']}; "
     sub += f"{s['iterations']} timed calls per engine"
     if p:
-        sub += (
-            f"\nparity vs PyTorch on {p['samples']} inputs: decisions {p['decision_agreement']:.2%} equal, "
-            f"top-1 {p['top1_agreement']:.2%}, max |logit diff| {p['max_abs_logit_diff']:.1e}"
-        )
+        sub += "\n" + parity_sentence("parity vs PyTorch", p, EXACT)
     for engine, reason in report.skipped.items():
         sub += f"\n{engine} skipped: {reason}"
     lines = sub.count("\n") + 1

@@ -146,9 +146,12 @@ def info(
     qk_scale: QkScale = None,
 ) -> None:
     """Show the architecture, decision flags, thresholds and cost detected in a checkpoint (DeiT or T2T-ViT family)."""
-    from .summary import describe_checkpoint
+    from .extras import require_export
 
     with _errors():
+        require_export("info (reading a checkpoint)")
+        from .summary import describe_checkpoint
+
         report = describe_checkpoint(
             checkpoint,
             qk_scale=qk_scale,
@@ -212,9 +215,12 @@ def export(
     model (and, for --fp16 / --int8, against the fp32 graphs).
     """
     from .demo import demo_checkpoint
-    from .export import export_bundle
+    from .extras import require_export
 
     with _errors(), console.status("exporting") as status:
+        require_export("export")
+        from .export import export_bundle
+
         if checkpoint is None:
             checkpoint, calib = demo_checkpoint(), calib or "demo"
         path = export_bundle(
@@ -234,13 +240,13 @@ def export(
         )
     from .bundle import read_manifest
     from .cost import dense_gmacs
+    from .parity import EXACT, parity_sentence
 
     manifest = read_manifest(path, verify=False)
     parity, dense = manifest.parity, dense_gmacs(manifest.model)
     console.print(f"[green]bundle written:[/] {escape(str(path))}")
     console.print(
-        f"parity vs PyTorch on {parity['samples']} samples: decisions {parity['decision_agreement']:.2%} equal, "
-        f"top-1 {parity['top1_agreement']:.2%}, max |logit diff| {parity['max_abs_logit_diff']:.2e}; "
+        f"{parity_sentence('parity vs PyTorch', parity, EXACT)}; "
         f"mean {parity['mean_gmacs']:.4g} GMACs ({parity['mean_gmacs'] / dense:.0%} of dense {dense:.4g})",
         highlight=False,
     )
@@ -252,11 +258,7 @@ def export(
             table.add_row(escape(name), f"{t.head:.3f} / {t.layer:.3f} / {t.token:.3f}", f"{b.gmacs_fraction:.1%} of dense", how)
         console.print(table)
     for precision, p in parity.get("vs_fp32", {}).items():
-        console.print(
-            f"{precision} vs fp32 on {p['samples']} samples: decisions {p['decision_agreement']:.2%} equal, "
-            f"top-1 {p['top1_agreement']:.2%}, max |logit diff| {p['max_abs_logit_diff']:.2e}",
-            highlight=False,
-        )
+        console.print(parity_sentence(f"{precision} vs fp32", p), highlight=False)
 
 
 @app.command(cls=LiteralHelpCommand)
@@ -281,10 +283,10 @@ def infer(
     from .inputs import load_inputs
     from .runtime import load_bundle
 
-    with _errors():
-        if output:
+    if output:
+        with _errors():
             check_writable(output, "--output")
-        runtime = load_bundle(bundle, backend, threads=threads, budget=budget, precision=precision)
+    with _errors(), load_bundle(bundle, backend, threads=threads, budget=budget, precision=precision) as runtime:
         images, labels = load_inputs(inputs, runtime.cfg)
         result = runtime.infer(images, batch_size=batch_size)
         if output:
@@ -540,6 +542,7 @@ def _print_bench(report) -> None:
     from rich import box
 
     from .bench import times
+    from .parity import EXACT, parity_sentence
 
     s, env = report.settings, report.environment
     target = report.target
@@ -575,19 +578,10 @@ def _print_bench(report) -> None:
             console.print(line, highlight=False)
         for engine, ratio in c.get("speedup_vs_fp32", {}).items():
             console.print(f"batch {c['batch_size']}: {engine} {times(ratio)} its fp32 self", highlight=False)
-    p = report.parity
-    if p:
-        console.print(
-            f"parity vs PyTorch on {p['samples']} inputs: decisions {p['decision_agreement']:.2%} equal, "
-            f"top-1 {p['top1_agreement']:.2%}, max |logit diff| {p['max_abs_logit_diff']:.2e}",
-            highlight=False,
-        )
+    if report.parity:
+        console.print(parity_sentence("parity vs PyTorch", report.parity, EXACT), highlight=False)
     for engine, p in report.precision_parity.items():
-        console.print(
-            f"{engine} vs fp32 on {p['samples']} inputs: decisions {p['decision_agreement']:.2%} equal, "
-            f"top-1 {p['top1_agreement']:.2%}, max |logit diff| {p['max_abs_logit_diff']:.2e}",
-            highlight=False,
-        )
+        console.print(parity_sentence(f"{engine} vs fp32", p), highlight=False)
     for engine, reason in report.skipped.items():
         console.print(f"[yellow]{engine} skipped:[/] {escape(reason)}")
     for r in report.routing["by_batch_size"]:
@@ -735,12 +729,18 @@ def _bench_url(url: str, protocol: str, concurrency: str, duration: float, image
 
 
 def _class_names(num_classes: int):
+    """ImageNet's class names for 1000 classes where timm is installed (the export extra), else indices."""
+    info = None
     if num_classes == 1000:
-        from timm.data import ImageNetInfo
+        try:
+            from timm.data import ImageNetInfo
 
-        info = ImageNetInfo()
-        return lambda i: info.index_to_description(int(i)).split(",")[0]
-    return lambda i: f"class {int(i)}"
+            info = ImageNetInfo()
+        except ImportError:  # a lean inference install
+            pass
+    if info is None:
+        return lambda i: f"class {int(i)}"
+    return lambda i: info.index_to_description(int(i)).split(",")[0]
 
 
 def main() -> None:

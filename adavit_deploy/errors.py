@@ -26,3 +26,7 @@ class InputError(AdaViTDeployError):
 
 class BackendError(AdaViTDeployError):
     """A runtime backend that is not installed or cannot run here."""
+
+
+class MissingExtraError(AdaViTDeployError):
+    """A feature whose optional dependencies (a pip extra) are not installed."""

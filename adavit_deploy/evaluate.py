@@ -18,8 +18,8 @@ import numpy as np
 from .atomic import atomic_file
 from .cost import dense_gmacs
 from .errors import InputError
-from .export import compare
 from .inputs import read_array, read_images
+from .parity import compare
 from .runtime import AdaptiveRuntime, load_bundle
 
 
@@ -82,8 +82,22 @@ def evaluate(
 ) -> tuple[list[EvalRow], float]:
     """Rows for every (budget, precision) of the bundle (or those given), and the dense graph's top-1."""
     step = progress or (lambda _: None)
-    rt = load_bundle(bundle, threads=threads)
-    labels = check_labels(labels, len(images), rt.cfg.num_classes)
+    with load_bundle(bundle, threads=threads) as rt:
+        labels = check_labels(labels, len(images), rt.cfg.num_classes)
+        rows = _rows(rt, images, labels, budgets, precisions, batch_size, step)
+        dense_logits = np.concatenate([rt.dense(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
+    return rows, float((dense_logits.argmax(1) == labels).mean())
+
+
+def _rows(
+    rt: AdaptiveRuntime,
+    images: np.ndarray,
+    labels: np.ndarray,
+    budgets: Sequence[str] | None,
+    precisions: Sequence[str] | None,
+    batch_size: int,
+    step: Callable[[str], None],
+) -> list[EvalRow]:
     budgets = list(budgets or rt.manifest.budgets)
     precisions = ["fp32", *(p for p in precisions or rt.manifest.precisions if p != "fp32")]
     dense = dense_gmacs(rt.cfg)
@@ -92,8 +106,8 @@ def evaluate(
         ref = None
         for precision in precisions:
             step(f"budget {budget}, {precision}")
-            run = AdaptiveRuntime(rt.bundle, rt.manifest, rt.backend, budget, precision)
-            got = run.infer(images, batch_size)
+            with AdaptiveRuntime(rt.bundle, rt.manifest, rt.backend, budget, precision) as run:
+                got = run.infer(images, batch_size)
             ref = ref or got  # fp32 runs first
             vs_fp32 = compare(ref, got)
             rows.append(
@@ -107,8 +121,7 @@ def evaluate(
                     decision_agreement_vs_fp32=vs_fp32["decision_agreement"],
                 )
             )
-    dense_logits = np.concatenate([rt.dense(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
-    return rows, float((dense_logits.argmax(1) == labels).mean())
+    return rows
 
 
 def to_json(rows: list[EvalRow], dense_top1: float, data: str) -> dict:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import platform
 import warnings
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -36,7 +37,8 @@ from .errors import ConfigError
 from .graphs import BATCH, TOKENS, Graph, Port, graphs
 from .model import AdaViT, load_model
 from .model.pruned import Classifier, DenseViT, Policy, PrunedAttention, PrunedMlp, Stem, block_constants
-from .runtime.adaptive import AdaptiveRuntime, InferResult
+from .parity import compare, parity_report
+from .runtime.adaptive import AdaptiveRuntime
 from .runtime.backends import get_backend
 
 MIN_OPSET = 17
@@ -107,33 +109,6 @@ def export_onnx(module: torch.nn.Module, graph: Graph, cfg: AdaViTConfig, path: 
         )
     proto = onnx.load(str(path), load_external_data=False).graph
     return Artifact(path.name, sha256(path), _specs(proto.input), _specs(proto.output))
-
-
-def compare(ref: Any, got: InferResult) -> dict[str, Any]:
-    """Decision agreement, top-1 agreement and max |logit diff| of ``got`` against ``ref``.
-
-    ``ref`` has the same fields as ``InferResult`` (numpy arrays or torch tensors).
-    """
-    arrays = {k: np.asarray(getattr(ref, k)) for k in ("logits", *InferResult.DECISIONS)}
-    agree = sum(int((arrays[k] == getattr(got, k)).sum()) for k in InferResult.DECISIONS)
-    total = sum(arrays[k].size for k in InferResult.DECISIONS)
-    return {
-        "samples": int(len(got.logits)),
-        "max_abs_logit_diff": float(np.abs(arrays["logits"] - got.logits).max()),
-        "top1_agreement": float((arrays["logits"].argmax(1) == got.logits.argmax(1)).mean()),
-        "decision_agreement": float(agree / total) if total else 1.0,
-        "mean_gmacs": float(got.gmacs.mean()),
-    }
-
-
-def parity_report(model: AdaViT, runtime: AdaptiveRuntime, images: np.ndarray) -> dict[str, Any]:
-    """PyTorch masked model vs the bundle on the same inputs."""
-    with torch.no_grad():
-        ref = model(torch.from_numpy(images))
-        dense_ref = model(torch.from_numpy(images), force_dense=True).logits.numpy()
-    report = compare(ref, runtime.infer(images))
-    report["dense_max_abs_logit_diff"] = float(np.abs(dense_ref - runtime.dense(images)).max())
-    return report
 
 
 def add_variants(
@@ -220,7 +195,7 @@ def export_bundle(
         step("reading the calibration set")
         calib = load_calibration(calibration, cfg, calib_count)
     out = Path(out) if out else DEFAULT_OUT / checkpoint.name.split(".")[0]
-    with staged_directory(out, overwrite) as stage:
+    with staged_directory(out, overwrite) as stage, ExitStack() as opened:  # sessions close before the rename
         artifacts = {}
         for graph, module in _graphs(model):
             step(f"tracing {graph.name}")
@@ -248,7 +223,7 @@ def export_bundle(
         if parity_images is None:
             rng = np.random.default_rng(0)
             parity_images = rng.standard_normal((8, cfg.in_chans, cfg.img_size, cfg.img_size), dtype=np.float32)
-        runtime = AdaptiveRuntime(stage, manifest, get_backend("ort", threads))
+        runtime = opened.enter_context(AdaptiveRuntime(stage, manifest, get_backend("ort", threads), owns_backend=True))
         manifest.parity = parity_report(model, runtime, parity_images)
         if calib is not None:
             step(f"calibrating budgets {', '.join(names)} on {len(calib.images)} images")
@@ -262,7 +237,8 @@ def export_bundle(
         for precision, wanted in (("fp16", fp16), ("int8", int8)):
             if wanted:
                 kept_float = add_variants(runtime, precision, calib, step)
-                got = AdaptiveRuntime(stage, manifest, runtime.backend, precision=precision).infer(check, batch_size=32)
+                variant = opened.enter_context(AdaptiveRuntime(stage, manifest, runtime.backend, precision=precision))
+                got = variant.infer(check, batch_size=32)
                 manifest.parity.setdefault("vs_fp32", {})[precision] = {**compare(fp32, got), "kept_float": kept_float}
         (stage / "manifest.json").write_text(manifest.to_json())
     return out

@@ -112,8 +112,8 @@ def inspect_bundle(
     if out.suffix.lower() != ".png":
         raise AdaViTDeployError(f"--out {out}: write a .png file")
     check_writable(out, "--out")
-    runtime = load_bundle(bundle, threads=threads, budget=budget)
-    images, labels = load_inputs(inputs, runtime.cfg)
-    result = runtime.infer(images)
+    with load_bundle(bundle, threads=threads, budget=budget) as runtime:
+        images, labels = load_inputs(inputs, runtime.cfg)
+        result = runtime.infer(images)
     paths = figure_paths(out, labels)
     return [plot_policy(runtime.cfg, images[i], result, i, label, p) for i, (label, p) in enumerate(zip(labels, paths))]

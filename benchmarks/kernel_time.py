@@ -37,11 +37,8 @@ from adavit_deploy.runtime.backends.ort import OrtBackend
 ENGINES = ("adaptive", "adaptive.int8", "dense")
 
 
-def profiled_runtimes(bundle: Path, threads: int, workdir: Path) -> dict[str, AdaptiveRuntime]:
-    """fp32 and int8 runtimes whose sessions all write ORT profiles under ``workdir``."""
-    backend = OrtBackend(threads)
-    backend.options.enable_profiling = True
-    backend.options.profile_file_prefix = str(workdir / "ort")
+def profiled_runtimes(backend: OrtBackend, bundle: Path) -> dict[str, AdaptiveRuntime]:
+    """fp32 and int8 runtimes of ``bundle`` on ``backend`` (made with a ``profile_dir``)."""
     manifest = read_manifest(bundle)
     return {p: AdaptiveRuntime(bundle, manifest, backend, precision=p) for p in ("fp32", "int8")}
 
@@ -50,9 +47,9 @@ def kernel_ms(runtimes: dict[str, AdaptiveRuntime], calls: int) -> dict[str, dic
     """Per engine: kernel milliseconds per call, by op type (ends every session's profile)."""
     out: dict[str, dict[str, float]] = {e: defaultdict(float) for e in ENGINES}
     for precision, rt in runtimes.items():
-        for name, runner in rt._runners.items():
+        for name, runner in rt.runners.items():
             engine = "dense" if name == "dense" else ("adaptive" if precision == "fp32" else "adaptive.int8")
-            for event in json.loads(Path(runner.session.end_profiling()).read_text()):
+            for event in json.loads(runner.end_profiling().read_text()):
                 if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
                     out[engine][event["args"]["op_name"]] += event["dur"] / 1e3 / calls
     return out
@@ -60,8 +57,8 @@ def kernel_ms(runtimes: dict[str, AdaptiveRuntime], calls: int) -> dict[str, dic
 
 def measure(bundle: Path, batch: int, threads: int, reps: int) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
     """Median wall ms, and mean kernel ms by op type, per engine; the engines interleaved call by call."""
-    with tempfile.TemporaryDirectory(prefix="adavit-kernels-") as tmp:
-        rts = profiled_runtimes(bundle, threads, Path(tmp))
+    with tempfile.TemporaryDirectory(prefix="adavit-kernels-") as tmp, OrtBackend(threads, profile_dir=tmp) as backend:
+        rts = profiled_runtimes(backend, bundle)
         cfg = rts["fp32"].cfg
         shape = (max(32, batch), cfg.in_chans, cfg.img_size, cfg.img_size)
         batches = cycled_batches(np.random.default_rng(0).standard_normal(shape, dtype=np.float32), batch, reps)

@@ -114,10 +114,10 @@ def measure(bundle: Path, args: argparse.Namespace) -> None:
     options = RepositoryOptions(threads=args.threads, max_batch=args.max_batch, queue_delay_us=args.queue_delay_us,
                                 with_dense=True)  # fmt: skip
     levels, models = parse_concurrency(args.concurrency), {"adaptive": "adavit", "dense": "adavit_dense"}
-    rt = load_bundle(bundle, threads=args.threads)  # idle while the server works, and the other way round
-    pool, _ = load_images(None, (rt.cfg.in_chans, rt.cfg.img_size, rt.cfg.img_size))
     rounds: list[dict] = []
-    with tempfile.TemporaryDirectory(prefix="adavit-serving-bench-") as tmp:
+    # the in-process runtime idles while the server works, and the other way round
+    with load_bundle(bundle, threads=args.threads) as rt, tempfile.TemporaryDirectory(prefix="adavit-serving-bench-") as tmp:
+        pool, _ = load_images(None, (rt.cfg.in_chans, rt.cfg.img_size, rt.cfg.img_size))
         repo = write_repository(bundle, Path(tmp) / "models", options)
         ports = {k: free_port() for k in ("http_port", "grpc_port", "metrics_port")}
         with open(Path(tmp) / "triton.log", "w") as log, TritonServer(repo, log=log, **ports) as server:

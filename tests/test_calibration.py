@@ -215,7 +215,6 @@ def test_int8_runs_int8_kernels_on_onnx_runtime(calibrated, tmp_path):
     bundle, _ = calibrated
     opts = ort.SessionOptions()
     opts.optimized_model_filepath = str(tmp_path / "opt.onnx")
-    opts.use_per_session_threads = False
     ort.InferenceSession(str(bundle / "mlp_1.int8.onnx"), opts, providers=["CPUExecutionProvider"])
     ops = [n.op_type for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node]
     assert ops.count("MatMulIntegerToFloat") == 2, ops

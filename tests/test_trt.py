@@ -117,6 +117,17 @@ def test_adaptive_runtime_on_tensorrt_matches_onnx_runtime(engines, bundle, imag
     assert len(buckets) > 1, "every routed call fell into one token bucket: the test model does not vary"
 
 
+def test_close_releases_contexts_engines_and_streams(engines, bundle, images):
+    """Contexts go before their engines, the runtime that deserialized them last; a closed runtime refuses to run."""
+    with load_bundle(bundle, backend="trt") as rt:
+        rt.infer(images[:2])
+        runners, backend = list(rt.runners.values()), rt.backend
+    assert runners and all(r.closed and r.context is None and r.engine is None and r.stream is None for r in runners)
+    assert backend.closed and backend.runtime is None
+    with pytest.raises(BackendError, match="is closed"):
+        rt.infer(images[:2])
+
+
 def test_batch_above_the_engines_max_is_run_in_chunks(engines, bundle, images):
     rt = load_bundle(bundle, backend="trt")
     assert len(images) > 4  # the engines' max batch

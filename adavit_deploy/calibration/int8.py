@@ -79,14 +79,12 @@ class _WeightMatMul:
 
 
 def _session(model: onnx.ModelProto):
-    """An unoptimised CPU session (an exact fp32 reference) on the process's shared thread pool if it has one."""
+    """An unoptimised CPU session (an exact fp32 reference), with the runtime's session settings."""
     import onnxruntime as ort
 
-    from ..runtime.backends.ort import OrtBackend
+    from ..runtime.backends.ort import session_options
 
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    opts.use_per_session_threads = OrtBackend._pool_threads is None
+    opts = session_options(optimize=False)
     return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 
@@ -375,16 +373,20 @@ class _Observed(Runner):
         self.calibrator.observe(feed)
         return self.inner.run(feed)
 
+    def _release(self) -> None:
+        self.inner.close()
+
 
 class _CalibratingBackend(Backend):
     """Wraps the runners of the graphs that get INT8 variants (``graphs.VARIANTS``) in calibrators."""
 
     def __init__(self, inner: Backend, manifest: Manifest) -> None:
+        super().__init__()
         self.inner, self.n_heads, self.name = inner, manifest.model.num_heads, inner.name
         self.quantized = {manifest.artifacts[g.name].file: g.name for g in graphs(manifest.model).values() if g.converts_to("int8")}
         self.calibrators: dict[str, GraphCalibrator] = {}
 
-    def runner(self, bundle: Path, artifact: Artifact) -> Runner:
+    def make_runner(self, bundle: Path, artifact: Artifact) -> Runner:
         inner = self.inner.runner(bundle, artifact)
         graph = self.quantized.get(artifact.file)
         if graph is None:
@@ -396,9 +398,9 @@ class _CalibratingBackend(Backend):
 def calibrate(runtime: AdaptiveRuntime, images: np.ndarray, batch_size: int = 16) -> dict[str, GraphCalibrator]:
     """Run ``images`` through ``runtime``'s fp32 graphs at each budget (and the dense graph); one calibrator per graph."""
     backend = _CalibratingBackend(runtime.backend, runtime.manifest)
-    observed = AdaptiveRuntime(runtime.bundle, runtime.manifest, backend)
-    for budget in observed.manifest.budgets:
-        observed.infer(images, batch_size, budget=budget)
-    for i in range(0, len(images), batch_size):
-        observed.dense(images[i : i + batch_size])
+    with AdaptiveRuntime(runtime.bundle, runtime.manifest, backend) as observed:
+        for budget in observed.manifest.budgets:
+            observed.infer(images, batch_size, budget=budget)
+        for i in range(0, len(images), batch_size):
+            observed.dense(images[i : i + batch_size])
     return backend.calibrators

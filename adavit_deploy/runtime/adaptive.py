@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
+from typing import Mapping
 
 import numpy as np
 
@@ -24,6 +26,7 @@ from ..cost import sample_gmacs
 from ..errors import ConfigError, InputError
 from ..inputs import check_finite
 from .backends import Backend, Runner, get_backend
+from .backends.base import Closable
 from .routing import gather, route, scatter
 
 
@@ -77,17 +80,29 @@ class InferResult:
             np.savez(f, logits=self.logits, gmacs=self.gmacs, **{k: getattr(self, k) for k in self.DECISIONS})
 
 
-class AdaptiveRuntime:
+class AdaptiveRuntime(Closable):
     """A loaded bundle: ``infer`` routes each input to its pruned path; ``dense`` runs the baseline.
 
     ``budget`` (a name of ``manifest.budgets``) and ``precision`` (``fp32``,
     ``fp16``, ``int8``: which graph variants run) are the defaults of every call.
+
+    ``close()`` (or ``with load_bundle(...) as rt:``) releases the runners'
+    sessions, and the backend too when the runtime made it (``owns_backend``:
+    ``load_bundle`` with a backend name); a backend passed in stays the caller's.
     """
 
     def __init__(
-        self, bundle: str | Path, manifest: Manifest, backend: Backend, budget: str = "native", precision: str = "fp32"
+        self,
+        bundle: str | Path,
+        manifest: Manifest,
+        backend: Backend,
+        budget: str = "native",
+        precision: str = "fp32",
+        *,
+        owns_backend: bool = False,
     ) -> None:
         self.bundle, self.manifest, self.cfg, self.backend = Path(bundle), manifest, manifest.model, backend
+        self.owns_backend = owns_backend
         if check_precision(precision) not in manifest.precisions:
             raise ConfigError(
                 f"{bundle}: the bundle has no {precision} graphs (it has {', '.join(manifest.precisions)}): "
@@ -99,13 +114,29 @@ class AdaptiveRuntime:
         with np.load(bundle_file(self.bundle, manifest.artifacts["constants"].file), allow_pickle=False) as c:
             self.constants = {k: c[k] for k in c.files}
 
+    @property
+    def runners(self) -> Mapping[str, Runner]:
+        """The runners made so far, by graph name (read-only: ``runner`` makes them)."""
+        return MappingProxyType(self._runners)
+
     def runner(self, name: str) -> Runner:
         """The runner of graph ``name`` at the runtime's precision, created on first use
         (the dense graph costs nothing unless run)."""
+        self.check_open()
         if name not in self._runners:
             key = variant_key(name, self.precision)
             self._runners[name] = self.backend.runner(self.bundle, self.manifest.artifacts[key])
         return self._runners[name]
+
+    def describe(self) -> str:
+        return f"the runtime of {self.bundle}"
+
+    def _release(self) -> None:
+        for runner in self._runners.values():
+            runner.close()
+        self._runners.clear()
+        if self.owns_backend:
+            self.backend.close()
 
     def check_images(self, images: np.ndarray) -> np.ndarray:
         cfg = self.cfg
@@ -134,6 +165,7 @@ class AdaptiveRuntime:
         ``budget``: a budget of the bundle by name (``"native"``, ``0.5``), or
         raw ``Thresholds`` (what calibration searches over); default: the runtime's.
         """
+        self.check_open()
         images = self.check_images(images)
         if budget is None:
             thr = self.budget.thresholds
@@ -243,8 +275,12 @@ class AdaptiveRuntime:
 def load_bundle(
     path: str | Path, backend: str | Backend = "ort", threads: int = 0, budget: str | float = "native", precision: str = "fp32"
 ) -> AdaptiveRuntime:
-    """Verify a bundle (sha256 of every file) and load it on ``backend`` at ``budget`` and ``precision``."""
+    """Verify a bundle (sha256 of every file) and load it on ``backend`` at ``budget`` and ``precision``.
+
+    Close the runtime when done (``rt.close()``, or ``with load_bundle(...) as rt:``); a backend
+    given by name is the runtime's and closes with it, a ``Backend`` instance stays the caller's.
+    """
     manifest = read_manifest(path)
-    if isinstance(backend, str):
-        backend = get_backend(backend, threads)
-    return AdaptiveRuntime(path, manifest, backend, budget, precision)
+    if not isinstance(backend, str):
+        return AdaptiveRuntime(path, manifest, backend, budget, precision)
+    return AdaptiveRuntime(path, manifest, get_backend(backend, threads), budget, precision, owns_backend=True)

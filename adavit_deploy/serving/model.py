@@ -45,7 +45,4 @@ class TritonPythonModel:
         return pb_utils.InferenceResponse([pb_utils.Tensor(k, v) for k, v in outcome.items()])
 
     def finalize(self):
-        # MERGE: becomes `self.runtime.close()` once the runtime has close() (another branch adds it)
-        close = getattr(self.runtime, "close", None)
-        if close is not None:
-            close()
+        self.runtime.close()  # its ONNX Runtime sessions (or TensorRT contexts and streams)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ...errors import BackendError
-from .base import Backend, Runner
+from .base import Backend, Runner, resolve_threads
 
 BACKENDS = ("ort", "ort-cuda", "trt")
 
@@ -15,6 +15,7 @@ def get_backend(name: str, threads: int = 0) -> Backend:
     ``<bundle>/trt/``; for engines elsewhere pass
     ``backends.trt.TrtBackend(engines=DIR)`` as the backend instead.
     """
+    threads = resolve_threads(threads)
     if name == "ort":
         from .ort import OrtBackend
 
@@ -30,4 +31,4 @@ def get_backend(name: str, threads: int = 0) -> Backend:
     raise BackendError(f"unknown backend {name!r}: choose one of {', '.join(BACKENDS)}")
 
 
-__all__ = ["BACKENDS", "Backend", "Runner", "get_backend"]
+__all__ = ["BACKENDS", "Backend", "Runner", "get_backend", "resolve_threads"]

@@ -4,10 +4,18 @@ Polygraphy's split: a *runner* executes one graph on host numpy arrays and
 checks its feed against the graph's declared inputs; a *backend* knows how
 to turn a bundle artifact into a runner. The runtime loop
 (``runtime/adaptive.py``) only ever talks to these two.
+
+Both have Polygraphy's lifecycle: ``close()`` (idempotent) releases what
+they hold (sessions; on TensorRT contexts, engines, CUDA streams), they work
+as context managers, and a closed one refuses to run in one line. Closing a
+backend closes every runner it made that is still alive: a runner's engine
+must not outlive the runtime that deserialized it.
 """
 
 from __future__ import annotations
 
+import os
+import weakref
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -15,11 +23,56 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from ...bundle import Artifact
-from ...errors import BundleError, InputError
+from ...errors import BackendError, BundleError, ConfigError, InputError
 from ...graphs import agrees
 
+#: Intra-op threads above this many per core (or in all) are a typo, not a setting.
+MAX_THREADS_PER_CORE = 4
+MAX_THREADS = 1024
 
-class Runner(ABC):
+
+def resolve_threads(threads: int) -> int:
+    """``threads`` as a worker count: ``0`` is one per core; negative or absurd counts are refused."""
+    cores = os.cpu_count() or 1
+    limit = min(MAX_THREADS, MAX_THREADS_PER_CORE * cores)
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)):
+        raise ConfigError(f"--threads {threads!r}: expected an integer >= 0 (0: one per core)")
+    if threads < 0:
+        raise ConfigError(f"--threads {threads}: must be >= 0 (0: one per core)")
+    if threads > limit:
+        raise ConfigError(f"--threads {threads}: at most {limit} on this machine ({cores} cores; 0: one per core)")
+    return int(threads) or cores
+
+
+class Closable:
+    """Polygraphy's lifecycle: ``close()`` (idempotent), ``with`` use, a one-line error after close."""
+
+    closed = False
+
+    def close(self) -> None:
+        """Release what this object holds; calling it again does nothing."""
+        if not self.closed:
+            self.closed = True
+            self._release()
+
+    def _release(self) -> None:
+        """What ``close`` frees (subclasses)."""
+
+    def check_open(self) -> None:
+        if self.closed:
+            raise BackendError(f"{self.describe()} is closed: load the bundle again to run it")
+
+    def describe(self) -> str:
+        return type(self).__name__
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Runner(Closable, ABC):
     """Runs one graph: ``runner(x=..., heads=...)`` -> ``{output name: array}``."""
 
     def __init__(self, artifact: Artifact) -> None:
@@ -28,9 +81,13 @@ class Runner(ABC):
         self.output_names = [t.name for t in artifact.outputs]
 
     def __call__(self, **feed: np.ndarray) -> dict[str, np.ndarray]:
+        self.check_open()
         if set(feed) != set(self.input_names):
             raise InputError(f"{self.artifact.file}: expected inputs {self.input_names}, got {sorted(feed)}")
         return dict(zip(self.output_names, self.run(feed)))
+
+    def describe(self) -> str:
+        return f"the runner of {self.artifact.file}"
 
     @abstractmethod
     def run(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]: ...
@@ -46,9 +103,30 @@ class Runner(ABC):
             )
 
 
-class Backend(ABC):
+class Backend(Closable, ABC):
+    """Makes runners (``runner``); ``close`` closes the ones still alive, then the backend's own state."""
+
     name: str
 
-    @abstractmethod
+    def __init__(self) -> None:
+        self._runners: weakref.WeakSet[Runner] = weakref.WeakSet()
+
     def runner(self, bundle: Path, artifact: Artifact) -> Runner:
         """A runner for one graph of the bundle."""
+        self.check_open()
+        made = self.make_runner(Path(bundle), artifact)
+        self._runners.add(made)
+        return made
+
+    @abstractmethod
+    def make_runner(self, bundle: Path, artifact: Artifact) -> Runner:
+        """What ``runner`` returns (the backend is known to be open)."""
+
+    def close(self) -> None:
+        if not self.closed:
+            for runner in list(self._runners):
+                runner.close()
+        super().close()
+
+    def describe(self) -> str:
+        return f"the {self.name} backend"

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import os
+import itertools
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ...bundle import Artifact, bundle_file
 from ...errors import BackendError
-from .base import Backend, Runner
+from .base import Backend, Runner, resolve_threads
 
 
 def _onnxruntime():
@@ -22,8 +23,56 @@ def _onnxruntime():
     return onnxruntime
 
 
+_arena_registered = False
+
+
+def _shared_arena() -> None:
+    """Register (once per process) the CPU arena that our sessions opt into with ``session.use_env_allocators``.
+
+    Only sessions that opt in allocate from it: the host's own sessions keep
+    their default per-session arenas.
+    """
+    global _arena_registered
+    if not _arena_registered:
+        ort = _onnxruntime()
+        cpu = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+        ort.create_and_register_allocator(cpu, ort.OrtArenaCfg(0, -1, -1, -1))  # ORT's defaults
+        _arena_registered = True
+
+
+def session_options(threads: int = 0, *, optimize: bool = True, profile_prefix: str | Path | None = None) -> Any:
+    """Options for one of our sessions that leave the rest of the process alone.
+
+    Each session has its own pool of ``threads`` (0: one per core) workers
+    that spin while it runs and stop spinning when its ``Run`` returns
+    (``session.force_spinning_stop``); its memory comes from one shared
+    arena. ``optimize=False``: no graph rewrites (an exact fp32 reference,
+    for calibration). ``profile_prefix``: write ORT's per-node profile there.
+    """
+    ort = _onnxruntime()
+    _shared_arena()
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = resolve_threads(threads)
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.log_severity_level = 3
+    options.add_session_config_entry("session.force_spinning_stop", "1")
+    options.add_session_config_entry("session.use_env_allocators", "1")
+    options.graph_optimization_level = (
+        ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    )
+    if profile_prefix is not None:
+        options.enable_profiling = True
+        options.profile_file_prefix = str(profile_prefix)
+    return options
+
+
+#: Graphs small enough that waking a pool costs more than it saves: they run on the calling thread alone.
+CALLER_THREAD_GRAPHS = ("policy_", "head.")
+
+
 class OrtRunner(Runner):
-    def __init__(self, path: Path, artifact: Artifact, options, providers: list[str]) -> None:
+    def __init__(self, path: Path, artifact: Artifact, options: Any, providers: list[str]) -> None:
         super().__init__(artifact)
         self.session = _onnxruntime().InferenceSession(str(path), options, providers=providers)
         io = self.session.get_inputs(), self.session.get_outputs()
@@ -32,53 +81,65 @@ class OrtRunner(Runner):
     def run(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         return self.session.run(None, feed)
 
+    def end_profiling(self) -> Path | None:
+        """Stop profiling and return the profile file (``None`` if the session was not profiled)."""
+        self.check_open()
+        return Path(self.session.end_profiling()) if self.session.get_session_options().enable_profiling else None
+
+    def _release(self) -> None:
+        self.session = None
+
 
 class OrtBackend(Backend):
-    """Sessions that share one process-wide intra-op thread pool of ``threads`` workers.
+    """ONNX Runtime sessions with their own spin-then-sleep thread pools and one shared memory arena.
 
     The adaptive runtime alternates between dozens of small sessions. With a
-    pool per session, each pool's workers spin after its run and starve the
-    next session's (measured on Ada-DeiT-S, batch 1, 2 cores: 735 ms vs 60 ms
-    per image); with spinning off, every op pays a wake-up (1.3x vs dense at
-    batch 1). One shared, spinning pool gives 1.5x: all graphs, the dense
-    baseline included, run on the same workers. ``threads=0``: one per core.
+    pool per session whose workers keep spinning after its run, they starve
+    the next session's (measured on Ada-DeiT-S, batch 1, 2 cores: 735 ms vs
+    60 ms per image); with spinning off, every op pays a wake-up (1.3x vs
+    dense at batch 1). Our sessions spin while they run and stop when their
+    ``Run`` returns: a run pays one wake-up, not one per op, as with the
+    process-wide pool used before (``docs/ARCHITECTURE.md``), but without
+    ORT's global pool, which made every other session of the host process
+    fail ("use_per_session_threads must be false when using a global thread
+    pool") and fixed one thread count per process. ``threads=0``: one per core.
+    Each session starts ``threads - 1`` workers, asleep between runs; the
+    small graphs (``CALLER_THREAD_GRAPHS``: policy, classifier) have none and
+    run on the calling thread, which saves 12 of the ~19 wake-ups per image
+    (in one process, interleaved, on a loaded 2-core host: batch 1 186 -> 167,
+    188 -> 173, 273 -> 207 ms; batch 16 1942 -> 1865 ms).
 
-    Memory, the same way: one arena per session holds each graph's largest
-    activations at once (4.4x the dense graph's peak RSS at batch 16), no
-    arena pays malloc and page faults on every call; one process-wide arena
-    that every session allocates from holds only the largest single call.
+    Memory: one arena per session holds each graph's largest activations at
+    once (4.4x the dense graph's peak RSS at batch 16), no arena pays malloc
+    and page faults on every call; one arena that our sessions share holds
+    only the largest single call (registered with ONNX Runtime's environment;
+    only sessions that ask for it use it).
+
+    ``profile_dir``: every session writes its ORT profile there, under a
+    prefix unique to the session (``OrtRunner.end_profiling``).
     """
 
     name = "ort"
-    _pool_threads: int | None = None  # ORT sizes the global pool once per process
-    _shared_arena = False  # registered once per process, like the pool
 
-    def __init__(self, threads: int = 0, providers: list[str] | None = None) -> None:
+    def __init__(
+        self, threads: int = 0, providers: list[str] | None = None, *, profile_dir: str | Path | None = None
+    ) -> None:
+        super().__init__()
         ort = _onnxruntime()
-        threads = threads or os.cpu_count() or 1
-        if OrtBackend._pool_threads is None:
-            ort.set_default_logger_severity(3)
-            ort.capi._pybind_state.set_global_thread_pool_sizes(threads, 1)
-            OrtBackend._pool_threads = threads
-        elif OrtBackend._pool_threads != threads:
-            raise BackendError(
-                f"ONNX Runtime's thread pool is already sized to {OrtBackend._pool_threads} threads in this process; "
-                f"cannot switch to {threads}"
-            )
-        if not OrtBackend._shared_arena:
-            cpu = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
-            ort.create_and_register_allocator(cpu, ort.OrtArenaCfg(0, -1, -1, -1))  # ORT's defaults
-            OrtBackend._shared_arena = True
-        self.threads = threads
+        self.threads = resolve_threads(threads)
         self.providers = providers or ["CPUExecutionProvider"]
         missing = set(self.providers) - set(ort.get_available_providers())
         if missing:
             raise BackendError(f"ONNX Runtime here lacks {sorted(missing)}: install onnxruntime-gpu for CUDA")
-        self.options = ort.SessionOptions()
-        self.options.use_per_session_threads = False
-        self.options.add_session_config_entry("session.use_env_allocators", "1")
-        self.options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        self.options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.profile_dir = Path(profile_dir) if profile_dir is not None else None
+        self._sessions = itertools.count()
 
-    def runner(self, bundle: Path, artifact: Artifact) -> Runner:
-        return OrtRunner(bundle_file(bundle, artifact.file), artifact, self.options, self.providers)
+    def make_runner(self, bundle: Path, artifact: Artifact) -> OrtRunner:
+        prefix = None
+        if self.profile_dir is not None:
+            # ORT names a profile prefix + a millisecond timestamp: sessions made in the same
+            # millisecond would share one file, so each session gets its own prefix
+            prefix = self.profile_dir / f"{Path(artifact.file).stem}-{next(self._sessions)}"
+        threads = 1 if Path(artifact.file).name.startswith(CALLER_THREAD_GRAPHS) else self.threads
+        options = session_options(threads, profile_prefix=prefix)
+        return OrtRunner(bundle_file(bundle, artifact.file), artifact, options, self.providers)

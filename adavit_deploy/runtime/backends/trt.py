@@ -8,7 +8,7 @@ profile whose ranges hold the input shapes (the token bucket of a routed
 call), ``set_optimization_profile_async`` if it changed, ``set_input_shape``
 and ``set_tensor_address`` for every input, output buffers sized from
 ``get_tensor_shape``, ``execute_async_v3`` on the runner's CUDA stream, copy
-back. Device buffers are torch CUDA tensors (torch is already a dependency;
+back. Device buffers are torch CUDA tensors (torch comes with the gpu extra;
 its caching allocator makes the per-call buffers cheap). A batch larger than
 the engines' max batch is run in chunks.
 
@@ -149,6 +149,15 @@ class TrtRunner(Runner):
         self.profile = 0  # a new context starts on profile 0
         self.profile_calls = [0] * len(entry.profiles)  # calls per profile (token bucket), for diagnostics
 
+    def _release(self) -> None:
+        """Wait for the stream, then drop the context before its engine (TensorRT's object lifetimes:
+        an execution context must not outlive its engine, nor an engine the runtime that made it;
+        the Python objects free their TensorRT object when their last reference goes)."""
+        self.stream.synchronize()
+        self.context = None
+        self.engine = None
+        self.stream = None
+
     def run(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         if self.batched and len(feed[self.batched[0]]) > self.max_batch:
             parts = [self._run(chunk) for chunk in split_batch(feed, self.batched, self.max_batch)]
@@ -200,6 +209,7 @@ class TrtBackend(Backend):
     name = "trt"
 
     def __init__(self, engines: str | Path | None = None, device: int = 0) -> None:
+        super().__init__()
         self.trt = import_tensorrt()
         self.device = device
         self.environment = current_environment(self.trt, device)
@@ -220,8 +230,7 @@ class TrtBackend(Backend):
             self._loaded[key] = manifest, {a.file: a.sha256 for a in graphs}
         return self._loaded[key]
 
-    def runner(self, bundle: Path, artifact: Artifact) -> Runner:
-        bundle = Path(bundle)
+    def make_runner(self, bundle: Path, artifact: Artifact) -> Runner:
         engine_dir = self.engine_dir(bundle)
         manifest, sources = self._manifest(bundle, engine_dir)
         entry = manifest.entry_for(artifact, str(engine_dir), str(bundle))
@@ -229,3 +238,8 @@ class TrtBackend(Backend):
         rebuild = f"rebuild with `adavit-deploy build-trt {bundle}`"
         engine = EngineFromPath(self.runtime, engine_dir / entry.file, entry.sha256, rebuild)()
         return TrtRunner(artifact, entry, engine, self)
+
+    def _release(self) -> None:
+        """After ``close`` closed every runner (their engines): the runtime that deserialized them."""
+        self.runtime = None
+        self._loaded.clear()

@@ -1,0 +1,88 @@
+"""Parity: how closely one engine's outputs match another's (Polygraphy's comparator role).
+
+Every pair the project checks goes through here: the runtime against the
+masked PyTorch model (export, ``bench``), a reduced-precision runtime against
+its fp32 self (export, ``bench``, ``evaluate``). A comparison is a JSON-able
+dict: decision agreement (the share of equal head / layer / token decisions),
+top-1 agreement, max and mean |logit diff|, checked against explicit
+``Tolerances``; ``parity_sentence`` is the one way it is written out.
+
+numpy only: the PyTorch side is imported by ``parity_report`` alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .runtime.adaptive import AdaptiveRuntime, InferResult
+
+
+@dataclass(frozen=True)
+class Tolerances:
+    """What counts as matching: at least these agreements, at most this |logit diff|."""
+
+    decision_agreement: float = 1.0
+    top1_agreement: float = 1.0
+    max_abs_logit_diff: float = 1e-4  # float32 rounding across frameworks, far below any real difference
+
+
+#: The runtime against the PyTorch model: the same decisions and logits, to float32 rounding.
+EXACT = Tolerances()
+
+
+def compare(ref: Any, got: InferResult) -> dict[str, Any]:
+    """Decision agreement, top-1 agreement and max / mean |logit diff| of ``got`` against ``ref``.
+
+    ``ref`` has the same fields as ``InferResult`` (numpy arrays or CPU torch tensors).
+    """
+    arrays = {k: np.asarray(getattr(ref, k)) for k in ("logits", *InferResult.DECISIONS)}
+    agree = sum(int((arrays[k] == getattr(got, k)).sum()) for k in InferResult.DECISIONS)
+    total = sum(arrays[k].size for k in InferResult.DECISIONS)
+    diff = np.abs(arrays["logits"] - got.logits)
+    return {
+        "samples": int(len(got.logits)),
+        "max_abs_logit_diff": float(diff.max()),
+        "mean_abs_logit_diff": float(diff.mean()),
+        "top1_agreement": float((arrays["logits"].argmax(1) == got.logits.argmax(1)).mean()),
+        "decision_agreement": float(agree / total) if total else 1.0,
+        "mean_gmacs": float(got.gmacs.mean()),
+    }
+
+
+def parity_report(model: Any, runtime: AdaptiveRuntime, images: np.ndarray) -> dict[str, Any]:
+    """The PyTorch masked model (``model.AdaViT``) vs the bundle on the same inputs, the dense graph too."""
+    import torch
+
+    with torch.no_grad():
+        ref = model(torch.from_numpy(images))
+        dense_ref = model(torch.from_numpy(images), force_dense=True).logits.numpy()
+    report = compare(ref, runtime.infer(images))
+    report["dense_max_abs_logit_diff"] = float(np.abs(dense_ref - runtime.dense(images)).max())
+    return report
+
+
+def failures(report: dict[str, Any], tolerances: Tolerances) -> list[str]:
+    """What in ``report`` falls outside ``tolerances``, one phrase each (empty: it matches)."""
+    out = []
+    for key, what in (("decision_agreement", "decisions"), ("top1_agreement", "top-1")):
+        if report[key] < getattr(tolerances, key):
+            out.append(f"{what} {report[key]:.2%} < {getattr(tolerances, key):.2%}")
+    if report["max_abs_logit_diff"] > tolerances.max_abs_logit_diff:
+        out.append(f"max |logit diff| {report['max_abs_logit_diff']:.2e} > {tolerances.max_abs_logit_diff:.0e}")
+    return out
+
+
+def parity_sentence(what: str, report: dict[str, Any], tolerances: Tolerances | None = None) -> str:
+    """``"<what> on N inputs: decisions ..% equal, top-1 ..%, max |logit diff| .., mean .."``, plus what
+    falls outside ``tolerances`` when they are given."""
+    line = (
+        f"{what} on {report['samples']} inputs: decisions {report['decision_agreement']:.2%} equal, "
+        f"top-1 {report['top1_agreement']:.2%}, max |logit diff| {report['max_abs_logit_diff']:.2e}"
+    )
+    if "mean_abs_logit_diff" in report:  # bundles exported before it was recorded lack it
+        line += f", mean {report['mean_abs_logit_diff']:.2e}"
+    bad = failures(report, tolerances) if tolerances is not None else []
+    return line + (f" (OUTSIDE tolerance: {'; '.join(bad)})" if bad else "")
