@@ -98,11 +98,12 @@ class OrtBackend(Backend):
     the next session's (measured on Ada-DeiT-S, batch 1, 2 cores: 735 ms vs
     60 ms per image); with spinning off, every op pays a wake-up (1.3x vs
     dense at batch 1). Our sessions spin while they run and stop when their
-    ``Run`` returns: a run pays one wake-up, not one per op, as with the
-    process-wide pool used before (``docs/ARCHITECTURE.md``), but without
-    ORT's global pool, which made every other session of the host process
-    fail ("use_per_session_threads must be false when using a global thread
-    pool") and fixed one thread count per process. ``threads=0``: one per core.
+    ``Run`` returns: a run pays one wake-up, not one per op. ORT's global
+    pool, used before, was faster on a busy host (batch 1: 1.31-1.37x vs
+    1.06-1.11x dense, ``docs/ARCHITECTURE.md``) but made every other session
+    of the host process fail ("use_per_session_threads must be false when
+    using a global thread pool") and fixed one thread count per process.
+    ``threads=0``: one per core.
     Each session starts ``threads - 1`` workers, asleep between runs; the
     small graphs (``CALLER_THREAD_GRAPHS``: policy, classifier) have none and
     run on the calling thread, which saves 12 of the ~19 wake-ups per image
