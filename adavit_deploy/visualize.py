@@ -133,7 +133,9 @@ def plot_policy(cfg: AdaViTConfig, image: np.ndarray, result: InferResult, i: in
     return _save(fig, out)
 
 
-def plot_grid(cfg: AdaViTConfig, images: np.ndarray, result: InferResult, labels: list[str], out: str | Path, cols: int = 5) -> Path:
+def plot_grid(
+    cfg: AdaViTConfig, images: np.ndarray, result: InferResult, labels: list[str], out: str | Path, cols: int = 5
+) -> Path:
     """Write one figure of every image side by side (``cols`` a row): each tinted by the share of
     blocks that dropped each patch, above its strip of sub-layers and heads."""
     plt = pyplot()
