@@ -376,9 +376,10 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 
 def resolve_target(
-    target: str | Path | None, workdir: Path, threads: int, step: Callable[[str], None]
+    target: str | Path | None, workdir: Path, threads: int, step: Callable[[str], None], **overrides: Any
 ) -> tuple[Path, dict[str, Any]]:
-    """A bundle directory for ``target`` (exported into ``workdir`` for a checkpoint) and how it was found."""
+    """A bundle directory for ``target`` (exported into ``workdir`` for a checkpoint, with ``infer_config``'s
+    ``overrides``) and how it was found."""
     info: dict[str, Any] = {"input": None if target is None else str(target), "embedded_default": target is None}
     if target is None:
         from .demo import demo_checkpoint
@@ -394,7 +395,7 @@ def resolve_target(
     from .export import export_bundle
 
     step(f"exporting {target.name} to a temporary bundle")
-    bundle = export_bundle(target, workdir / "bundle", threads=threads)
+    bundle = export_bundle(target, workdir / "bundle", threads=threads, **overrides)
     return bundle, {**info, "bundle": None, "checkpoint": str(target), "exported": True}
 
 
@@ -428,6 +429,7 @@ def bench(
     memory: bool = True,
     seed: int = 0,
     progress: Progress | None = None,
+    qk_scale: float | None = None,
 ) -> BenchReport:
     """Benchmark a bundle or checkpoint (``None``: the embedded default); see the module doc.
 
@@ -437,7 +439,8 @@ def bench(
     ``.npz`` file, an array, or ``None`` for ``max(32, largest batch)`` seeded
     normal samples; batches cycle through them. ``memory=False`` skips the
     peak-memory children. ``budget``: one of the bundle's budgets; the
-    adaptive engines run at it (a checkpoint has only ``native``).
+    adaptive engines run at it (a checkpoint has only ``native``). ``qk_scale``
+    overrides a checkpoint's attention scale (``infer_config``).
     """
     sizes, wanted = parse_batch_sizes(batch_sizes), parse_engines(engines)
     budget = _check_options(iterations, warmup, threads, budget)
@@ -448,7 +451,7 @@ def bench(
 
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="adavit-bench-")))
-        bundle, target_info = resolve_target(target, workdir, threads, lambda msg: say(msg, 0, 0))
+        bundle, target_info = resolve_target(target, workdir, threads, lambda msg: say(msg, 0, 0), qk_scale=qk_scale)
         rt = load_bundle(bundle, backend=backend_impl, budget=budget)
         cfg, manifest = rt.cfg, rt.manifest
         runtimes = {"fp32": rt}

@@ -111,6 +111,13 @@ TokenWithMlp = Annotated[
 HeadThreshold = Annotated[Optional[float], typer.Option(help="Head decision threshold (default 0.5).")]
 LayerThreshold = Annotated[Optional[float], typer.Option(help="Sub-layer decision threshold (default 0.5).")]
 TokenThreshold = Annotated[Optional[float], typer.Option(help="Token decision threshold (default 0.6).")]
+QkScale = Annotated[
+    Optional[float],
+    typer.Option(
+        help="Attention scale of the blocks [default: head_dim^-0.5; embed_dim^-0.5 for a T2T-ViT checkpoint "
+        "whose args say pretrained]."
+    ),
+]
 # -- options shared by the commands that run a bundle ---------------------------
 Budget = Annotated[
     str, typer.Option(help="Which of the bundle's budgets to run: native (the checkpoint's thresholds) or e.g. 0.5.")
@@ -136,13 +143,15 @@ def info(
     head_threshold: HeadThreshold = None,
     layer_threshold: LayerThreshold = None,
     token_threshold: TokenThreshold = None,
+    qk_scale: QkScale = None,
 ) -> None:
-    """Show the architecture, decision flags, thresholds and cost detected in a checkpoint."""
+    """Show the architecture, decision flags, thresholds and cost detected in a checkpoint (DeiT or T2T-ViT family)."""
     from .summary import describe_checkpoint
 
     with _errors():
         report = describe_checkpoint(
             checkpoint,
+            qk_scale=qk_scale,
             **_overrides(num_heads, token_with_mlp, head_threshold, layer_threshold, token_threshold),
         )
     if json_out:
@@ -194,6 +203,7 @@ def export(
     head_threshold: HeadThreshold = None,
     layer_threshold: LayerThreshold = None,
     token_threshold: TokenThreshold = None,
+    qk_scale: QkScale = None,
 ) -> None:
     """Trace the policy net, the pruned per-block graphs, stem, classifier and dense baseline to an ONNX bundle.
 
@@ -219,6 +229,7 @@ def export(
             calib_count=calib_count,
             fp16=fp16,
             int8=int8,
+            qk_scale=qk_scale,
             **_overrides(num_heads, token_with_mlp, head_threshold, layer_threshold, token_threshold),
         )
     from .bundle import read_manifest
@@ -464,17 +475,30 @@ def bench(
     memory: Annotated[
         bool, typer.Option("--memory/--no-memory", help="Measure each engine's peak RSS in a child process.")
     ] = True,
+    qk_scale: QkScale = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the report as JSON (docs/bench.md).")] = None,
     plot: Annotated[
         Optional[Path], typer.Option("--plot", help="Write a PNG: throughput per engine, GMACs per image.")
     ] = None,
+    url: Annotated[
+        Optional[str],
+        typer.Option(help="HOST:PORT of a Triton server (`adavit-deploy serve`): load it instead (the options below)."),
+    ] = None,
+    protocol: Annotated[str, typer.Option(help="With --url: http, or grpc (give the gRPC port).")] = "http",
+    concurrency: Annotated[str, typer.Option(help="With --url: comma-separated numbers of concurrent clients.")] = "1,8,32",
+    duration: Annotated[float, typer.Option(help="With --url: seconds of load per model and concurrency.")] = 10.0,
+    model: Annotated[str, typer.Option(help="With --url: the served model (its dense twin <model>_dense too, if served).")] = "adavit",
+    metrics_port: Annotated[int, typer.Option(help="With --url: the server's metrics port (same host).")] = 8002,
 ) -> None:
     """Time the adaptive runtime, the dense graph and the masked PyTorch model on the same inputs; check parity.
 
     Prints latency, throughput, GMACs and peak memory per engine and batch
     size, the speed-up over dense against the FLOPs ratio, parity with PyTorch
-    and routing statistics.
+    and routing statistics. With --url: throughput, latency and server-side
+    batch size of a Triton server under concurrent one-image requests.
     """
+    if url:
+        return _bench_url(url, protocol, concurrency, duration, images, model, metrics_port, json_out)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from .bench import bench as run_bench
@@ -500,6 +524,7 @@ def bench(
                 budget=budget,
                 engines=engines,
                 memory=memory,
+                qk_scale=qk_scale,
                 progress=lambda what, done, total: bar.update(task, description=what, completed=done, total=total or None),
             )
         if json_out:
@@ -578,6 +603,136 @@ def _print_bench(report) -> None:
         f"{escape(env['cpu'])}; {versions}",
         highlight=False,
     )
+
+
+# -- Triton Inference Server (adavit_deploy/serving/) -----------------------------
+ServeName = Annotated[str, typer.Option(help="Model name in the repository (the dense one gets '_dense' appended).")]
+ServeMaxBatch = Annotated[int, typer.Option(help="Largest batch Triton's dynamic batcher forms.")]
+ServeQueueDelay = Annotated[
+    int, typer.Option(help="Microseconds the batcher may hold a request to form a larger batch.")
+]
+ServeInstances = Annotated[int, typer.Option(help="Model instances (each runs one batch at a time).")]
+ServeThreads = Annotated[int, typer.Option(help="Intra-op threads of each instance's runtime (0: one per core).")]
+ServeBackend = Annotated[str, typer.Option(help="ort (ONNX Runtime CPU), ort-cuda, or trt (engines from `build-trt`).")]
+ServeWithDense = Annotated[bool, typer.Option("--with-dense", help="Also serve the dense graph, as <name>_dense (A/B).")]
+
+
+def _repository_options(name, max_batch, queue_delay_us, instances, threads, backend, budget, precision, with_dense):
+    from .serving import RepositoryOptions
+
+    return RepositoryOptions(
+        name=name, max_batch=max_batch, queue_delay_us=queue_delay_us, instances=instances, threads=threads,
+        backend=backend, budget=budget, precision=precision, with_dense=with_dense,
+    )  # fmt: skip
+
+
+@app.command("triton-repo", cls=LiteralHelpCommand)
+def triton_repo(
+    bundle: Annotated[Path, typer.Argument(help="Bundle directory written by `export`.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Repository directory to write.")],
+    name: ServeName = "adavit",
+    max_batch: ServeMaxBatch = 32,
+    queue_delay_us: ServeQueueDelay = 0,
+    instances: ServeInstances = 1,
+    threads: ServeThreads = 0,
+    backend: ServeBackend = "ort",
+    budget: Budget = "native",
+    precision: Precision = "fp32",
+    with_dense: ServeWithDense = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing repository directory.")] = False,
+) -> None:
+    """Write a Triton Inference Server model repository serving a bundle (docs/SERVING.md).
+
+    config.pbtxt (dynamic batching, instances, the runtime's settings as
+    parameters), 1/model.py (Python backend) and the bundle, verified when
+    Triton loads it. Serve it with any Triton whose Python has adavit-deploy.
+    """
+    from .serving import write_repository
+
+    options = _repository_options(name, max_batch, queue_delay_us, instances, threads, backend, budget, precision, with_dense)
+    with _errors():
+        path = write_repository(bundle, out, options, overwrite=overwrite)
+    models = [name] + ([name + "_dense"] if with_dense else [])
+    console.print(f"[green]repository written:[/] {escape(str(path))} (models: {escape(', '.join(models))})")
+
+
+@app.command(cls=LiteralHelpCommand)
+def serve(
+    bundle: Annotated[
+        Optional[Path],
+        typer.Argument(help="Bundle directory [default: export/bundles/ada_digits, the demo model's]."),
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0: every interface).")] = "127.0.0.1",
+    http_port: Annotated[int, typer.Option(help="HTTP/REST port (KServe v2 protocol).")] = 8000,
+    grpc_port: Annotated[int, typer.Option(help="gRPC port.")] = 8001,
+    metrics_port: Annotated[int, typer.Option(help="Prometheus metrics port.")] = 8002,
+    name: ServeName = "adavit",
+    max_batch: ServeMaxBatch = 32,
+    queue_delay_us: ServeQueueDelay = 0,
+    instances: ServeInstances = 1,
+    threads: ServeThreads = 0,
+    backend: ServeBackend = "ort",
+    budget: Budget = "native",
+    precision: Precision = "fp32",
+    with_dense: ServeWithDense = False,
+) -> None:
+    """Serve a bundle on Triton Inference Server, in the foreground, until Ctrl-C or SIGTERM.
+
+    Needs the serve extra (pip install 'adavit-deploy[serve]'). The model
+    repository lives in a temporary folder, removed when the server stops.
+    """
+    from .bundle import resolve_bundle
+    from .serving.server import serve as run_serve
+
+    options = _repository_options(name, max_batch, queue_delay_us, instances, threads, backend, budget, precision, with_dense)
+
+    def ready(server) -> None:
+        models = ", ".join([name] + ([name + "_dense"] if with_dense else []))
+        err_console.print(
+            f"[green]serving[/] {escape(str(bundle))} as {escape(models)}: HTTP {server.http_url}, gRPC {server.grpc_url}, "
+            f"metrics {server.metrics_url}; Ctrl-C to stop",
+            highlight=False,
+        )
+
+    with _errors():
+        bundle = resolve_bundle(bundle)
+        code = run_serve(bundle, options, host, http_port, grpc_port, metrics_port, on_ready=ready)
+    raise typer.Exit(code)
+
+
+def _bench_url(url: str, protocol: str, concurrency: str, duration: float, images: Optional[Path], model: str,
+               metrics_port: int, json_out: Optional[Path]) -> None:  # fmt: skip
+    """``bench --url``: load a Triton server (adavit_deploy/serving/load.py) and print its table."""
+    from rich import box
+
+    from .serving.load import run_load
+
+    metrics_url = f"http://{url.rsplit(':', 1)[0]}:{metrics_port}/metrics"
+    with _errors(), console.status("loading the server") as status:
+        report = run_load(url, protocol, concurrency, duration, images=images, model=model, metrics_url=metrics_url,
+                          progress=lambda what, done, total: status.update(f"[{done + 1}/{total}] {escape(what)}"))  # fmt: skip
+        if json_out:
+            report.save(json_out)
+    table = Table(title=escape(f"{url} ({protocol}), one image per request"), box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("model", no_wrap=True)
+    for column in ("clients", "img/s", "p50 ms", "p90 ms", "p99 ms", "server batch", "errors"):
+        table.add_column(column, justify="right")
+    for r in report.results:
+        lat = r["latency_ms"]
+        table.add_row(
+            escape(r["model"]), str(r["concurrency"]), f"{r['throughput_ips']:.1f}",
+            *(f"{lat[k]:.1f}" if lat else "-" for k in ("p50", "p90", "p99")),
+            f"{r['server_batch_mean']:.2f}" if r["server_batch_mean"] else "-", str(r["errors"]),
+        )  # fmt: skip
+    console.print(table)
+    for c in report.comparisons:
+        if c["adaptive_vs_dense_throughput"]:
+            console.print(f"{c['concurrency']} clients: adaptive {c['adaptive_vs_dense_throughput']:.2f}x the dense throughput")
+    for r in report.results:
+        for message in r["error_samples"]:
+            console.print(f"[yellow]{escape(r['model'])} error:[/] {escape(message)}")
+    if json_out:
+        console.print(f"wrote {json_out}")
 
 
 def _class_names(num_classes: int):

@@ -16,6 +16,11 @@ from typing import Any
 
 from .errors import ConfigError
 
+#: (kernel, stride, padding) of the T2T stem's three soft splits (unfolds).
+T2T_SOFT_SPLITS = ((7, 4, 2), (3, 2, 1), (3, 2, 1))
+#: The T2T stem's total stride (4 * 2 * 2): its tokens are 16 x 16 pixel cells.
+T2T_PATCH = 16
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 #: Resize filters of timm's eval transform (Pillow's, by name).
@@ -56,6 +61,29 @@ class Preprocess:
             raise ConfigError(f"preprocess interpolation {self.interpolation!r}: choose one of {', '.join(INTERPOLATIONS)}")
 
 
+STEM_ATTENTIONS = ("performer", "transformer")
+
+
+@dataclass(frozen=True)
+class T2TStem:
+    """The tokens-to-token stem of the T2T-ViT family (ADAVIT.md, "The T2T-ViT family").
+
+    Three soft splits (unfold 7/4/2, 3/2/1, 3/2/1) with a token attention of
+    width ``token_dim`` after the first two, then a projection to the embed
+    dim: ``img_size / 16`` patches per side, hence ``patch_size`` 16.
+    """
+
+    attention: str = "performer"  # "performer" (the released model) | "transformer"
+    token_dim: int = 64
+    random_features: int = 32  # the performer's kernel features (token_dim * kernel_ratio 0.5)
+
+    def __post_init__(self) -> None:
+        if self.attention not in STEM_ATTENTIONS:
+            raise ConfigError(f"unknown T2T token attention {self.attention!r}; choose one of {', '.join(STEM_ATTENTIONS)}")
+        if self.token_dim < 1 or self.random_features < 1:
+            raise ConfigError(f"T2T stem widths must be positive, got token_dim {self.token_dim}, {self.random_features} features")
+
+
 @dataclass(frozen=True)
 class AdaViTConfig:
     """Architecture, per-block decision layout and inference flags.
@@ -81,6 +109,8 @@ class AdaViTConfig:
     token_select: tuple[int, ...] = ()
     norm_policy: tuple[int, ...] = ()
     token_with_mlp: bool = True
+    qk_scale: float | None = None  # None: head_dim ** -0.5
+    t2t: T2TStem | None = None  # None: the DeiT family's patch embedding
     thresholds: Thresholds = field(default_factory=Thresholds)
     preprocess: Preprocess = field(default_factory=Preprocess)
 
@@ -92,6 +122,10 @@ class AdaViTConfig:
             )
         if self.img_size % self.patch_size:
             raise ConfigError(f"image size {self.img_size} is not a multiple of patch size {self.patch_size}")
+        if self.t2t is not None and self.patch_size != T2T_PATCH:
+            raise ConfigError(f"the T2T stem reduces by {T2T_PATCH}, not {self.patch_size}: use patch_size {T2T_PATCH}")
+        if self.qk_scale is not None and not self.qk_scale > 0:
+            raise ConfigError(f"--qk-scale must be positive, got {self.qk_scale}")
         for name in ("head_select", "layer_select", "token_select", "norm_policy"):
             bad = [b for b in getattr(self, name) if not 0 <= b < self.depth]
             if bad:
@@ -101,6 +135,15 @@ class AdaViTConfig:
     @property
     def head_dim(self) -> int:
         return self.embed_dim // self.num_heads
+
+    @property
+    def family(self) -> str:
+        return "deit" if self.t2t is None else "t2t"
+
+    @property
+    def attn_scale(self) -> float:
+        """The blocks' attention scale: ``qk_scale`` where given, else ``head_dim ** -0.5``."""
+        return self.head_dim**-0.5 if self.qk_scale is None else self.qk_scale
 
     @property
     def num_patches(self) -> int:
@@ -163,19 +206,30 @@ def _deit(embed_dim: int, num_heads: int) -> dict[str, Any]:
     return dict(img_size=224, patch_size=16, embed_dim=embed_dim, depth=12, num_heads=num_heads, mlp_hidden=4 * embed_dim)
 
 
-#: Architecture presets of the released family (decision layout = the paper's h-l-tmlp models).
+def _t2t(embed_dim: int, depth: int, num_heads: int) -> dict[str, Any]:
+    """The reference's ``ada_step_t2t_vit_*_lnorm``: performer stem, MLP ratio 3, eps 1e-5, no q/k/v bias."""
+    return dict(
+        img_size=224, patch_size=T2T_PATCH, embed_dim=embed_dim, depth=depth, num_heads=num_heads,
+        mlp_hidden=3 * embed_dim, qkv_bias=False, eps=1e-5, t2t=T2TStem(),
+    )
+
+
+#: Architecture presets of the released families (decision layout = the paper's h-l-tmlp models),
+#: named as the reference's model names where it has them.
 PRESETS: dict[str, dict[str, Any]] = {
     "ada-deit-t": _deit(192, 3),
     "ada-deit-s": _deit(384, 6),
     "ada-deit-b": _deit(768, 12),
+    "ada_step_t2t_vit_14_lnorm": _t2t(384, 14, 6),
+    "ada_step_t2t_vit_19_lnorm": _t2t(448, 19, 7),
 }
 
-#: Heads of the standard DeiT widths, for dense checkpoints that carry no head count.
-DEFAULT_HEADS = {192: 3, 384: 6, 768: 12}
+#: Heads of the standard DeiT and T2T-ViT widths, for checkpoints that carry no head count.
+DEFAULT_HEADS = {192: 3, 384: 6, 448: 7, 768: 12}
 
 
 def preset(name: str, **overrides: Any) -> AdaViTConfig:
-    """An Ada-DeiT preset with all decisions on (``keep_layers=1``), as released."""
+    """An Ada-DeiT or Ada-T2T-ViT preset with all decisions on (``keep_layers=1``), as released."""
     try:
         arch = PRESETS[name]
     except KeyError:

@@ -1,7 +1,9 @@
 """Random-weight AdaViT checkpoints whose decisions vary per input at a chosen cost.
 
-No trained Ada-DeiT-S can be downloaded here, yet speed must be measured on
-its shape at the paper's ~50% GMACs. This makes such a model: timm's random
+No trained Ada-DeiT-S or Ada-T2T-ViT-19 can be downloaded here, yet speed
+must be measured on their shapes at the paper's ~50% (DeiT-S) and ~46%
+(T2T-ViT-19: 3.9 of 8.5 GMACs) of dense. This makes such a model, of any
+config and either family (``config.preset``): timm's random
 init, decision heads rescaled so their logits are ~N(0, 1) across inputs
 (decisions really depend on the image), and one bias offset found by
 bisection so the mean cost hits ``target`` of the dense GMACs.

@@ -1,7 +1,8 @@
-"""Adaptive runtime vs the dense baseline graph, and INT8 vs FP32, on an Ada-DeiT-S-shaped model.
+"""Adaptive runtime vs the dense baseline graph, and INT8 vs FP32, on an Ada-DeiT-S or Ada-T2T-ViT-19-shaped model.
 
-Makes (once) a random-weight Ada-DeiT-S checkpoint (224 px, 12 blocks, 6
-heads, 1000 classes) whose decisions keep ``--target`` of the dense GMACs,
+Makes (once) a random-weight checkpoint of ``--arch`` (``deit_s``: Ada-DeiT-S,
+224 px, 12 blocks, 6 heads; ``t2t_vit_19``: Ada-T2T-ViT-19, performer stem,
+19 blocks, 7 heads; 1000 classes) whose decisions keep ``--target`` of the dense GMACs,
 exports it (once) to ``benchmarks/.work/`` with INT8 graphs calibrated on 32
 seeded normal images (a different seed from bench's inputs), then runs
 ``adavit-deploy bench`` on that bundle: the measurement itself lives in
@@ -10,7 +11,7 @@ seeded normal images (a different seed from bench's inputs), then runs
 ``adaptive,dense`` (issue 3's comparison); ``--engines adaptive,adaptive.int8``
 gives issue 5's.
 
-    python benchmarks/adaptive_vs_dense.py [--target 0.5] [--batch-sizes 1,16] [--threads 2] [--engines ...]
+    python benchmarks/adaptive_vs_dense.py [--arch deit_s|t2t_vit_19] [--target 0.5] [--batch-sizes 1,16] [--threads 2] [--engines ...]
 """
 
 from __future__ import annotations
@@ -27,14 +28,18 @@ from adavit_deploy.synthetic import random_checkpoint
 
 WORK = Path(__file__).resolve().parent / ".work"
 CALIBRATION_SEED = 1  # bench's own inputs use seed 0
+#: ``--arch`` -> the preset it makes (config.PRESETS)
+ARCHS = {"deit_s": "ada-deit-s", "t2t_vit_19": "ada_step_t2t_vit_19_lnorm"}
 
 
-def bundle_path(target: float, threads: int) -> Path:
-    """The Ada-DeiT-S-shaped bundle at ``target`` x dense GMACs (with INT8 graphs), made on first use."""
-    ckpt, bundle = WORK / f"ada-deit-s-{target}.pth", WORK / f"ada-deit-s-{target}-int8"
+def bundle_path(target: float, threads: int, arch: str = "deit_s") -> Path:
+    """The ``arch``-shaped bundle at ``target`` x dense GMACs (with INT8 graphs), made on first use."""
+    name = ARCHS[arch].replace("_", "-")
+    ckpt, bundle = WORK / f"{name}-{target}.pth", WORK / f"{name}-{target}-int8"
     WORK.mkdir(parents=True, exist_ok=True)
     if not ckpt.exists():
-        random_checkpoint(preset("ada-deit-s"), ckpt, target=target)
+        print(f"making a random {ARCHS[arch]} at {target:g} x dense GMACs (once) ...", flush=True)
+        random_checkpoint(preset(ARCHS[arch]), ckpt, target=target)
     if not bundle.exists():
         calib = WORK / "calibration-normal-32.npz"
         rng = np.random.default_rng(CALIBRATION_SEED)
@@ -46,12 +51,13 @@ def bundle_path(target: float, threads: int) -> Path:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--arch", choices=sorted(ARCHS), default="deit_s", help="model shape")
     ap.add_argument("--target", type=float, default=0.5, help="mean GMACs as a fraction of dense")
     ap.add_argument("--threads", type=int, default=0, help="intra-op threads (0: one per core), for export and bench")
     args, rest = ap.parse_known_args()
     if not any(a.startswith("--engines") for a in rest):
         rest += ["--engines", "adaptive,dense"]
-    bundle = bundle_path(args.target, args.threads)
+    bundle = bundle_path(args.target, args.threads, args.arch)
     app(["bench", str(bundle), "--threads", str(args.threads), *rest], prog_name="adaptive_vs_dense.py")
 
 

@@ -12,7 +12,7 @@ host-side work can reach it: the kernels themselves must change.
 Profiling adds a little time per node to the wall times; the kernel times are
 the profiler's per-node durations. Uses the bundle of ``adaptive_vs_dense.py``.
 
-    python benchmarks/kernel_time.py [--batch-sizes 1,16] [--threads 2] [--reps 8]
+    python benchmarks/kernel_time.py [--arch deit_s|t2t_vit_19] [--target 0.5] [--batch-sizes 1,16] [--threads 2] [--reps 8]
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-from adaptive_vs_dense import bundle_path
+from adaptive_vs_dense import ARCHS, bundle_path
 from rich.console import Console
 from rich.table import Table
 
@@ -85,8 +85,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reps", type=int, default=8, help="timed calls per engine and batch size")
     ap.add_argument("--target", type=float, default=0.5, help="mean GMACs as a fraction of dense (the bundle)")
+    ap.add_argument("--arch", choices=sorted(ARCHS), default="deit_s", help="model shape (the bundle)")
     args = ap.parse_args()
-    bundle = bundle_path(args.target, args.threads)
+    bundle = bundle_path(args.target, args.threads, args.arch)
     console = Console(width=max(Console().width, 150))
     for b in parse_batch_sizes(args.batch_sizes):
         wall, kernels = measure(bundle, b, args.threads, args.reps)

@@ -18,11 +18,17 @@ import pytest
 import torch
 from torch import nn
 
-from adavit_deploy.config import AdaViTConfig
+from adavit_deploy.config import AdaViTConfig, T2TStem
 from adavit_deploy.model import AdaViT, save_checkpoint
 
 #: The reference implementation's own checkpoints + outputs (../shared/fixtures/README.md).
-FIXTURE_NAMES = ("tiny_full", "tiny_attn_tokens_normpolicy", "tiny_heads_only")
+FIXTURE_NAMES = (
+    "tiny_full",
+    "tiny_attn_tokens_normpolicy",
+    "tiny_heads_only",
+    "t2t_tiny_performer_full",
+    "t2t_tiny_transformer_heads_tokens_normpolicy",
+)
 
 #: Architecture of the random test models (small enough to be instant on a CPU).
 SMALL_ARCH: dict[str, Any] = dict(
@@ -58,7 +64,7 @@ class ReferenceCase:
 
     name: str
     checkpoint: Path
-    images: np.ndarray  # (8, 3, 64, 64) float32, normalised
+    images: np.ndarray  # (8, 3, 64, 64) float32, normalised (96 x 96 for t2t_tiny_performer_full)
     logits: np.ndarray  # (8, 10)
     decisions: dict[str, np.ndarray]  # head_select / layer_select / token_select, where present
 
@@ -77,7 +83,7 @@ def _load_case(fixtures_dir: Path, name: str) -> ReferenceCase:
 
 @pytest.fixture(params=FIXTURE_NAMES)
 def fixture_name(request: pytest.FixtureRequest) -> str:
-    """Each of the three reference fixtures in turn."""
+    """Each of the reference fixtures in turn (DeiT and T2T-ViT families)."""
     return request.param
 
 
@@ -257,4 +263,21 @@ def half_gmacs_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     cfg = AdaViTConfig.from_flags(**SMALL_ARCH)
     d = tmp_path_factory.mktemp("half-gmacs")
+    return export_bundle(random_checkpoint(cfg, d / "random.pth"), d / "bundle", max_batch=4)
+
+
+#: A small Ada-T2T-ViT with the same token count as SMALL_ARCH (64 px / 16 = 4 x 4 patches).
+T2T_SMALL_ARCH: dict[str, Any] = dict(
+    SMALL_ARCH, img_size=64, patch_size=16, qkv_bias=False, eps=1e-5, t2t=T2TStem("performer", token_dim=16, random_features=8)
+)
+
+
+@pytest.fixture(scope="module")
+def t2t_half_gmacs_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``half_gmacs_bundle``'s T2T twin: a performer stem, 3 blocks, 17 tokens, 3 heads, ~50% GMACs, max batch 4."""
+    from adavit_deploy.export import export_bundle
+    from adavit_deploy.synthetic import random_checkpoint
+
+    cfg = AdaViTConfig.from_flags(**T2T_SMALL_ARCH)
+    d = tmp_path_factory.mktemp("t2t-half-gmacs")
     return export_bundle(random_checkpoint(cfg, d / "random.pth"), d / "bundle", max_batch=4)

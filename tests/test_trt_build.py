@@ -32,12 +32,14 @@ TRT_PARSER_OPS = {
     "Add", "Concat", "Constant", "ConstantOfShape", "Conv", "Div", "Equal", "Erf", "Expand", "Gather", "Gemm",
     "Greater", "Identity", "LayerNormalization", "MatMul", "Mul", "Reshape", "Shape", "Sigmoid", "Slice",
     "Softmax", "Split", "Squeeze", "Sub", "Transpose", "Unsqueeze", "Where", "Cast", "Sqrt", "Pow", "ReduceMean",
+    "Exp", "ReduceSum",  # the T2T performer stem's random features and normaliser
 }  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def bundle(half_gmacs_bundle):
-    return half_gmacs_bundle
+@pytest.fixture(scope="module", params=["deit", "t2t"])
+def bundle(request):
+    """A ~50% GMACs bundle of each family (17 tokens, 3 blocks, 3 heads, max batch 4)."""
+    return request.getfixturevalue("half_gmacs_bundle" if request.param == "deit" else "t2t_half_gmacs_bundle")
 
 
 @pytest.fixture(scope="module")

@@ -1,10 +1,12 @@
-"""AdaViT (DeiT family) in PyTorch, reproducing the reference's eval semantics.
+"""AdaViT (DeiT and T2T-ViT families) in PyTorch, reproducing the reference's eval semantics.
 
 This is the *masked* formulation of ``ADAVIT.md``: every token and head is
 computed and the decisions are applied as multiplicative masks, exactly as the
 public reference does. It is the ground truth the exported, pruned runtime is
 compared against, and the ``reference`` engine of ``bench``. Read top to
-bottom: decision head, attention, block, model.
+bottom: decision head, attention, block, model. The families differ only in
+the stem (``patch_embed``, or ``tokens_to_token`` from ``model/t2t.py``),
+LayerNorm eps, q/k/v bias and attention scale, all read from the config.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from timm.layers import Mlp, PatchEmbed, trunc_normal_
 from torch import nn
 
 from ..config import AdaViTConfig, Thresholds
+from .t2t import TokensToToken
 
 
 class SelectHead(nn.Module):
@@ -45,10 +48,10 @@ class SelectHead(nn.Module):
 class AdaAttention(nn.Module):
     """MSA with separate q/k/v (reference layout), head and token masks."""
 
-    def __init__(self, dim: int, num_heads: int, qkv_bias: bool, token_select: bool) -> None:
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool, scale: float, token_select: bool) -> None:
         super().__init__()
         self.num_heads = num_heads
-        self.scale = (dim // num_heads) ** -0.5
+        self.scale = scale
         self.query = nn.Linear(dim, dim, bias=qkv_bias)
         self.key = nn.Linear(dim, dim, bias=qkv_bias)
         self.value = nn.Linear(dim, dim, bias=qkv_bias)
@@ -90,7 +93,7 @@ class AdaBlock(nn.Module):
         self.token_with_mlp = cfg.token_with_mlp
         self.norm_policy = nn.LayerNorm(dim, eps=cfg.eps) if index in cfg.norm_policy else None
         self.norm1 = nn.LayerNorm(dim, eps=cfg.eps)
-        self.attn = AdaAttention(dim, cfg.num_heads, cfg.qkv_bias, index in cfg.token_select)
+        self.attn = AdaAttention(dim, cfg.num_heads, cfg.qkv_bias, cfg.attn_scale, index in cfg.token_select)
         self.norm2 = nn.LayerNorm(dim, eps=cfg.eps)
         self.mlp = Mlp(dim, cfg.mlp_hidden, act_layer=nn.GELU)
         self.head_select = SelectHead(dim, cfg.num_heads) if index in cfg.head_select else None
@@ -135,13 +138,16 @@ class AdaViTOutput:
 
 
 class AdaViT(nn.Module):
-    """Patch embedding, class token + position table, AdaBlocks, norm, head."""
+    """Stem (patch embedding or tokens-to-token), class token + position table, AdaBlocks, norm, head."""
 
     def __init__(self, cfg: AdaViTConfig) -> None:
         super().__init__()
         self.cfg = cfg
         C = cfg.embed_dim
-        self.patch_embed = PatchEmbed(cfg.img_size, cfg.patch_size, cfg.in_chans, C)
+        if cfg.t2t is None:
+            self.patch_embed = PatchEmbed(cfg.img_size, cfg.patch_size, cfg.in_chans, C)
+        else:
+            self.tokens_to_token = TokensToToken(cfg.t2t, cfg.img_size, cfg.in_chans, C)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, C))
         self.pos_embed = nn.Parameter(torch.zeros(1, cfg.num_tokens, C))
         self.blocks = nn.ModuleList(AdaBlock(cfg, i) for i in range(cfg.depth))
@@ -156,10 +162,11 @@ class AdaViT(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 trunc_normal_(m.weight, std=0.02)
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
-        x = self.patch_embed(images)
+        x = self.patch_embed(images) if self.cfg.t2t is None else self.tokens_to_token(images)
         return torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed
 
     def forward(self, images: torch.Tensor, force_dense: bool = False) -> AdaViTOutput:

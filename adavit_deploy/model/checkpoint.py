@@ -19,14 +19,16 @@ from typing import Any
 
 import torch
 
-from ..config import DEFAULT_HEADS, AdaViTConfig, Thresholds
+from ..config import DEFAULT_HEADS, PRESETS, T2T_PATCH, AdaViTConfig, Thresholds
 from ..errors import CheckpointError, ConfigError
 from .adavit import AdaViT
+from .t2t import stem_from_state
 
 #: Globals a reference checkpoint may hold besides tensors; nothing else is unpickled.
 SAFE_GLOBALS: list[Any] = [argparse.Namespace]
 WEIGHT_KEYS = ("state_dict_ema", "state_dict", "model")
-REQUIRED = ("cls_token", "pos_embed", "patch_embed.proj.weight", "head.weight")
+REQUIRED = ("cls_token", "pos_embed", "head.weight")
+T2T_PREFIX = "tokens_to_token."
 
 
 @dataclass
@@ -120,8 +122,8 @@ def _unwrap(path: Path, obj: Any) -> Checkpoint:
     args = obj.get("args") if weights is not obj else None
     args = vars(args) if isinstance(args, argparse.Namespace) else dict(args or {})
     state = checkpoint_filter_fn(weights)
-    if any(k.endswith("attn.qkv.weight") for k in weights):
-        kind = "timm-dense"
+    if any(re.fullmatch(r"(module\.)?blocks\.\d+\.attn\.qkv\.weight", k) for k in weights):
+        kind = "timm-dense"  # the blocks' fused qkv (a T2T transformer stem has one of its own)
     return Checkpoint(path, state, args, kind)
 
 
@@ -151,29 +153,42 @@ def _blocks_with(state: dict[str, torch.Tensor], suffix: str) -> tuple[int, ...]
 def infer_config(ckpt: Checkpoint, **overrides: Any) -> AdaViTConfig:
     """Resolve the config: explicit overrides > tensor shapes > ``args`` > defaults.
 
-    ``overrides`` may hold ``num_heads``, ``token_with_mlp`` and the thresholds
-    ``head_threshold``, ``layer_threshold``, ``token_threshold``; ``None`` means
-    "not given".
+    ``overrides`` may hold ``num_heads``, ``token_with_mlp``, ``qk_scale`` and
+    the thresholds ``head_threshold``, ``layer_threshold``, ``token_threshold``;
+    ``None`` means "not given". The family is the stem's keys: ``patch_embed``
+    (DeiT) or ``tokens_to_token`` (T2T-ViT).
     """
     sd, args = ckpt.state_dict, ckpt.args
-    missing = [k for k in REQUIRED if k not in sd]
+    t2t = any(k.startswith(T2T_PREFIX) for k in sd)
+    missing = [k for k in (*REQUIRED, *(() if t2t else ("patch_embed.proj.weight",))) if k not in sd]
     if missing:
-        raise CheckpointError(f"{ckpt.path}: not an AdaViT/DeiT checkpoint (missing {', '.join(missing)})")
+        raise CheckpointError(
+            f"{ckpt.path}: not an AdaViT/DeiT checkpoint nor a T2T-ViT one (missing {', '.join(missing)})"
+        )
     overrides = {k: v for k, v in overrides.items() if v is not None}
     embed_dim = sd["cls_token"].shape[-1]
-    patch = sd["patch_embed.proj.weight"]
     grid = math.isqrt(sd["pos_embed"].shape[1] - 1)
     if grid * grid != sd["pos_embed"].shape[1] - 1:
         raise CheckpointError(f"{ckpt.path}: pos_embed holds {sd['pos_embed'].shape[1]} tokens, not 1 + a square grid")
+    if t2t:
+        stem, in_chans = stem_from_state(sd)
+        family = dict(patch_size=T2T_PATCH, in_chans=in_chans, eps=1e-5, t2t=stem)
+    else:
+        patch = sd["patch_embed.proj.weight"]
+        family = dict(patch_size=patch.shape[-1], in_chans=patch.shape[1])
     head_select = _blocks_with(sd, "head_select.mlp_head.weight")
     token_select = _blocks_with(sd, "attn.token_select.mlp_head.weight")
 
+    # a reference model name (args.model) says the heads when no head selector does
+    named = PRESETS.get(str(args.get("model")), {})
     num_heads = overrides.get("num_heads") or args.get("num_heads")
     if head_select:
         found = sd[f"blocks.{head_select[0]}.head_select.mlp_head.weight"].shape[0]
         if num_heads and num_heads != found:
             raise ConfigError(f"--num-heads {num_heads} contradicts the checkpoint's head selector ({found} heads)")
         num_heads = found
+    if named.get("embed_dim") == embed_dim:
+        num_heads = num_heads or named["num_heads"]
     num_heads = num_heads or DEFAULT_HEADS.get(embed_dim)
     if not num_heads:
         raise ConfigError(f"cannot infer the number of heads for embed dim {embed_dim}: pass --num-heads")
@@ -192,9 +207,7 @@ def infer_config(ckpt: Checkpoint, **overrides: Any) -> AdaViTConfig:
         token=overrides.get("token_threshold", Thresholds.token),
     )
     return AdaViTConfig(
-        img_size=grid * patch.shape[-1],
-        patch_size=patch.shape[-1],
-        in_chans=patch.shape[1],
+        img_size=grid * family["patch_size"],
         num_classes=sd["head.weight"].shape[0],
         embed_dim=embed_dim,
         depth=1 + max(int(k.split(".")[1]) for k in sd if k.startswith("blocks.")),
@@ -206,7 +219,9 @@ def infer_config(ckpt: Checkpoint, **overrides: Any) -> AdaViTConfig:
         token_select=token_select,
         norm_policy=_blocks_with(sd, "norm_policy.weight"),
         token_with_mlp=bool(token_with_mlp),
+        qk_scale=overrides.get("qk_scale", args.get("qk_scale", embed_dim**-0.5 if t2t and args.get("pretrained") else None)),
         thresholds=thresholds,
+        **family,
     )
 
 
@@ -233,5 +248,8 @@ def load_model(path: str | Path, **overrides: Any) -> tuple[AdaViT, Checkpoint]:
 def save_checkpoint(model: AdaViT, path: str | Path, **extra: Any) -> None:
     """Write ``model`` in the reference format (``state_dict`` + ``args`` Namespace)."""
     # num_heads too: without a head selector the tensors do not say it (infer_config reads it back)
-    args = argparse.Namespace(model="ada_step_custom", num_heads=model.cfg.num_heads, **model.cfg.flags())
-    torch.save({"state_dict": model.state_dict(), "args": args, "arch": "ada_step_custom", **extra}, path)
+    cfg = model.cfg
+    arch = "ada_step_custom" if cfg.t2t is None else "ada_step_t2t_custom"
+    scale = {} if cfg.qk_scale is None else {"qk_scale": cfg.qk_scale}
+    args = argparse.Namespace(model=arch, num_heads=cfg.num_heads, **scale, **cfg.flags())
+    torch.save({"state_dict": model.state_dict(), "args": args, "arch": arch, **extra}, path)

@@ -3,7 +3,7 @@
 The masked model computes everything and multiplies by 0; these modules
 compute only what a decision keeps, from the same weights:
 
-- ``Stem``: patch embedding + class token + position table.
+- ``Stem``: patch embedding (or the T2T stem) + class token + position table.
 - ``Policy``: ADAVIT.md steps 1-4 of one block (stage 1), outputs the
   decision probabilities; the host thresholds them, so one graph serves
   every budget (``calibration/budgets.py``).
@@ -95,17 +95,18 @@ class PrunedAttention(nn.Module):
         # (H, 3, d, C): each head's q/k/v rows are one contiguous block, so the
         # gather is k memcpys (heads on axis 1 made it a quarter of the call)
         self.register_buffer("wqkv", torch.stack([l.weight.detach().reshape(H, -1, C) for l in lins], 1).contiguous())
-        self.register_buffer("bqkv", torch.stack([l.bias.detach().reshape(H, -1) for l in lins], 1).contiguous())
+        biases = None if a.query.bias is None else torch.stack([l.bias.detach().reshape(H, -1) for l in lins], 1)
+        self.register_buffer("bqkv", None if biases is None else biases.contiguous())  # T2T-ViT has none
         self.register_buffer("wp", a.proj.weight.detach().t().reshape(H, -1, C).contiguous())
         self.register_buffer("bp", a.proj.bias.detach())
 
     def forward(self, x: torch.Tensor, heads: torch.Tensor | None = None, key_bias: torch.Tensor | None = None) -> torch.Tensor:
         G, K, C = x.shape
-        w, b = self.wqkv, self.bqkv
-        if heads is not None:
-            w, b = w.index_select(0, heads), b.index_select(0, heads)
+        w = self.wqkv if heads is None else self.wqkv.index_select(0, heads)
+        qkv = self.norm1(x) @ w.reshape(-1, C).t()
+        if self.bqkv is not None:
+            qkv = qkv + (self.bqkv if heads is None else self.bqkv.index_select(0, heads)).reshape(-1)
         d = self.head_dim
-        qkv = self.norm1(x) @ w.reshape(-1, C).t() + b.reshape(-1)
         q, k, v = qkv.reshape(G, K, -1, 3, d).permute(3, 0, 2, 1, 4)
         scores = (q @ k.transpose(-2, -1)) * self.scale
         if key_bias is not None:
