@@ -312,12 +312,13 @@ def inspect(
     ] = Path("policy.png"),
     threads: Annotated[int, typer.Option(help="Intra-op threads (0: one per core).")] = 0,
     budget: Budget = "native",
+    grid: Annotated[bool, typer.Option("--grid", help="One figure, exactly --out: every image side by side.")] = False,
 ) -> None:
     """Draw, per block, the patches kept, the heads and sub-layers that ran, and the GMACs of each image."""
     from .visualize import inspect_bundle
 
     with _errors():
-        paths = inspect_bundle(bundle, images, out, threads=threads, budget=budget)
+        paths = inspect_bundle(bundle, images, out, threads=threads, budget=budget, grid=grid)
     for path in paths:
         console.print(f"wrote {escape(str(path))}")
 

@@ -139,7 +139,7 @@ def test_calibration_sources(make_checkpoint, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="no image files"):
         load_calibration(tmp_path / "empty", cfg)
-    with pytest.raises(InputError, match="demo digits are 32px; this model takes 64px"):
+    with pytest.raises(InputError, match="demo digits are 48px; this model takes 64px"):
         load_calibration("demo", cfg.replace(img_size=64))
 
 

@@ -1,4 +1,5 @@
-"""The embedded demo model: trained on real digits, exact through export, ~half the GMACs."""
+"""The embedded demo model: trained on real digits pasted on a larger canvas, exact through export,
+about half the GMACs, and most of the background's patches dropped."""
 
 from __future__ import annotations
 
@@ -9,12 +10,15 @@ import pytest
 import torch
 
 from adavit_deploy.cost import dense_gmacs
-from adavit_deploy.demo import DEMO_CONFIG, demo_checkpoint, load_digits_split
+from adavit_deploy.demo import DEMO_CONFIG, demo_checkpoint, digit_patches, load_digits_split, paste_digits
 from adavit_deploy.export import export_bundle
 from adavit_deploy.model import load_model
 from adavit_deploy.runtime import load_bundle
 
 pytest.importorskip("sklearn", reason="the digits data needs scikit-learn (the demo extra)")
+# Share of patches kept (over every block) among those overlapping the digit's box / the rest;
+# measured 70.9% / 33.8% for the shipped model (docs/demo-model.md).
+KEPT_ON_DIGIT, KEPT_ON_BACKGROUND = 0.65, 0.40
 
 
 @pytest.fixture(scope="module")
@@ -23,15 +27,31 @@ def split():
 
 
 def test_split_is_fixed_and_real(split):
-    assert split.train_images.shape == (1437, 3, 32, 32)
-    assert split.test_images.shape == (360, 3, 32, 32)
+    assert split.train_raw.shape == (1437, 8, 8)
+    assert split.train_images.shape == (1437, 3, 48, 48)
+    assert split.test_images.shape == (360, 3, 48, 48)
     assert set(np.unique(split.test_labels)) == set(range(10))
     again = load_digits_split()
     np.testing.assert_array_equal(again.test_labels, split.test_labels)
+    np.testing.assert_array_equal(again.test_images, split.test_images)
+
+
+def test_digits_are_pasted_with_background(split):
+    """Position and scale vary per image; the digit's box covers a minority of the 36 patches."""
+    canvases = paste_digits(split.train_raw[:200], np.random.default_rng(1))
+    assert canvases.shape == (200, 48, 48)
+    tops = [np.flatnonzero(c.any(1))[0] for c in canvases]
+    assert len(set(tops)) > 10
+    assert not canvases[:, :3].any() and not canvases[:, -3:].any()  # the eval transform's crop keeps every digit whole
+    box = digit_patches(split.test_images)
+    assert box.shape == (360, 36)
+    assert 4 <= box.sum(1).min() and box.sum(1).max() <= 25
+    assert 0.25 < box.mean() < 0.5
 
 
 def test_shipped_model_learned_to_save_compute(split, tmp_path):
-    """Held-out: runtime == PyTorch exactly, within 1 point of forced-dense, <= 60% of its GMACs."""
+    """Held-out: runtime == PyTorch exactly, within 1 point of forced-dense, <= 55% of its GMACs,
+    <= 60% of the patches kept, and those mostly on the digit."""
     model, ckpt = load_model(demo_checkpoint())
     assert model.cfg.replace(thresholds=DEMO_CONFIG.thresholds) == DEMO_CONFIG
     x = torch.from_numpy(split.test_images)
@@ -47,16 +67,26 @@ def test_shipped_model_learned_to_save_compute(split, tmp_path):
     top1_dense = (dense == split.test_labels).mean()
     assert top1_adaptive >= top1_dense - 0.01, (top1_adaptive, top1_dense)
     assert top1_dense > 0.9
-    assert res.gmacs.mean() / dense_gmacs(DEMO_CONFIG) <= 0.60
+    assert res.gmacs.mean() / dense_gmacs(DEMO_CONFIG) <= 0.55
+    kept = res.token_select[:, :, 1:].astype(bool)  # (images, blocks, patches)
+    digit = np.broadcast_to(digit_patches(split.test_images)[:, None], kept.shape)
+    assert kept.mean() <= 0.60
+    assert kept[digit].mean() >= KEPT_ON_DIGIT and kept[~digit].mean() <= KEPT_ON_BACKGROUND
     # decisions depend on the image: not one path for all
     assert len({r.tobytes() for r in res.token_select}) > 100
+    assert len({r.tobytes() for r in res.head_select}) > 10 and len({r.tobytes() for r in res.layer_select}) > 1
 
 
 def test_training_recipe_runs(tmp_path):
     from adavit_deploy.demo.train import train
 
-    torch.set_num_threads(2)
-    results = train(tmp_path / "m.pth", dense_epochs=1, adaptive_epochs=1, log=lambda _: None)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the recipe's default: faster than 2 on a shared machine
+    try:
+        results = train(tmp_path / "m.pth", dense_epochs=1, adaptive_epochs=1, log=lambda _: None)
+    finally:
+        torch.set_num_threads(threads)
+    assert set(results) >= {"kept_tokens", "kept_on_digit", "kept_on_background", "kept_in_digit_box"}
     assert set(results) >= {"top1_adaptive", "top1_dense", "gmacs_ratio", "train_seconds"}
     assert json.loads((tmp_path / "m.json").read_text())["adaptive_epochs"] == 1
     model, _ = load_model(tmp_path / "m.pth")
@@ -79,19 +109,20 @@ def test_shipped_samples_are_recognised():
 
 
 def test_budgets_and_precisions_on_held_out_digits(split, tmp_path):
-    """Issue 5's table: top-1 and GMACs at native / 0.7 / 0.5, fp16 and int8 next to fp32."""
+    """Issue 5's table: top-1 and GMACs at native / 0.7 / 0.35, fp16 and int8 next to fp32."""
     from adavit_deploy.evaluate import evaluate
 
     bundle = export_bundle(
-        demo_checkpoint(), tmp_path / "demo", budgets="native,0.7,0.5", calibration="demo", calib_count=128, fp16=True, int8=True
+        demo_checkpoint(), tmp_path / "demo", budgets="native,0.7,0.35", calibration="demo", calib_count=128, fp16=True, int8=True
     )
     rows, dense_top1 = evaluate(bundle, split.test_images, split.test_labels)
     top1 = {(r.budget, r.precision): r.top1 for r in rows}
     frac = {(r.budget, r.precision): r.gmacs_fraction for r in rows}
-    for budget in ("0.7", "0.5"):  # calibrated on training digits, held within 5% on held-out ones
+    for budget in ("0.7", "0.35"):  # calibrated on training digits, held within 5% on held-out ones
         assert abs(frac[(budget, "fp32")] - float(budget)) <= 0.05 * float(budget)
-    assert frac[("0.5", "fp32")] < frac[("native", "fp32")] < frac[("0.7", "fp32")]
-    assert top1[("native", "fp32")] >= 0.97 and top1[("0.7", "fp32")] >= 0.97 and top1[("0.5", "fp32")] >= 0.95
-    assert dense_top1 >= top1[("0.5", "fp32")]
+    assert frac[("0.35", "fp32")] < frac[("native", "fp32")] < frac[("0.7", "fp32")]
+    # measured: native 92.2%, 0.7 93.3%, 0.35 91.7%, dense 91.7% (docs/demo-model.md)
+    assert top1[("native", "fp32")] >= 0.90 and top1[("0.7", "fp32")] >= 0.90 and top1[("0.35", "fp32")] >= 0.88
+    assert top1[("0.35", "fp32")] >= dense_top1 - 0.02
     for precision in ("fp16", "int8"):
         assert abs(top1[("native", precision)] - top1[("native", "fp32")]) <= 0.01

@@ -44,3 +44,68 @@ def test_out_must_be_png(setup, tmp_path):
     bundle, arrays = setup
     with pytest.raises(AdaViTDeployError, match="png"):
         inspect_bundle(bundle, [arrays], tmp_path / "policy.jpg")
+
+
+def _decisions_of(bundle, images):
+    from adavit_deploy.runtime import load_bundle
+
+    rt = load_bundle(bundle)
+    return rt.cfg, rt.infer(images)
+
+
+def test_strip_has_one_square_per_head_and_sub_layer(setup):
+    """Heads are separate, countable cells: green where the block ran it, white where it skipped it,
+    pale where the block has no selector; kept patches are printed above each block's column."""
+    from matplotlib.colors import to_hex
+    from matplotlib.patches import Rectangle
+
+    from adavit_deploy.visualize import FIXED, RAN, SKIPPED, _decisions, _draw_strip, pyplot
+
+    bundle, arrays = setup
+    cfg, result = _decisions_of(bundle, np.load(arrays))
+    heads, layers, tokens = _decisions(cfg, result, 1)
+    fig, ax = pyplot().subplots()
+    _draw_strip(ax, cfg, heads, layers, tokens, fontsize=8)
+    colors = [to_hex(p.get_facecolor()) for p in ax.patches if isinstance(p, Rectangle)]
+    assert len(colors) == cfg.depth * (2 + cfg.num_heads)
+    fixed = cfg.depth * (2 + cfg.num_heads) - 2 * len(cfg.layer_select) - cfg.num_heads * len(cfg.head_select)
+    ran = int(result.head_select[1].sum() + result.layer_select[1].sum())
+    assert colors.count(FIXED) == fixed
+    assert colors.count(RAN) == ran
+    assert colors.count(SKIPPED) == len(colors) - fixed - ran
+    top = ax.child_axes[0] if ax.child_axes else None
+    assert top is not None and [t.get_text() for t in top.get_xticklabels()] == [str(int(t.sum())) for t in tokens]
+    pyplot().close(fig)
+
+
+def test_dropped_patches_are_tinted_blue_kept_ones_untouched():
+    from adavit_deploy.config import AdaViTConfig
+    from adavit_deploy.visualize import _draw_image, pyplot
+
+    cfg = AdaViTConfig(img_size=16, patch_size=8)
+    gray = np.full((3, 16, 16), 0.5, np.float32)  # normalised: the same grey before the tint everywhere
+    fig, ax = pyplot().subplots()
+    _draw_image(ax, cfg, gray, np.array([1.0, 0.0, 1.0, 0.5]))
+    shown = ax.images[0].get_array()
+    kept, dropped, half = shown[0, 0], shown[0, 8], shown[8, 8]
+    expected = np.clip(0.5 * np.array(cfg.preprocess.std) + np.array(cfg.preprocess.mean), 0, 1)
+    np.testing.assert_allclose(kept, expected, atol=1e-6)
+    assert dropped[2] > expected[2] + 0.2 and dropped[0] < expected[0]  # bluer and less red
+    assert dropped[2] > half[2] > kept[2]  # dropped by half the blocks: half the tint
+    pyplot().close(fig)
+
+
+def test_grid_writes_exactly_out_with_every_image(setup, tmp_path):
+    bundle, arrays = setup
+    out = tmp_path / "grid.png"
+    result = CliRunner().invoke(app, ["inspect", str(bundle), str(arrays), "--grid", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == ["grid.png"]
+    assert out.read_bytes().startswith(PNG) and out.stat().st_size > 20_000
+    from PIL import Image
+
+    single = tmp_path / "one.npy"
+    np.save(single, np.load(arrays)[:1])
+    one = inspect_bundle(bundle, [single], tmp_path / "one.png", grid=True)
+    assert one == [tmp_path / "one.png"]
+    assert Image.open(out).width > 2.5 * Image.open(one[0]).width  # three images side by side

@@ -2,9 +2,10 @@
 
 No AdaViT weights can be downloaded on our machines, so the default model is
 trained here (``python -m adavit_deploy.demo.train``) on scikit-learn's
-digits (1,797 real 8x8 scans, upscaled by the same eval transform a user's
-image goes through) and shipped in the package. Its decisions are learned:
-which patches of the digit, which heads and sub-layers each image needs.
+digits (1,797 real 8x8 scans), each pasted at a random position and scale on
+a larger black canvas: where the digit is varies per image, so the policy has
+background to drop. Its decisions are learned: which patches, which heads and
+sub-layers each image needs.
 """
 
 from __future__ import annotations
@@ -18,13 +19,82 @@ import numpy as np
 from ..config import AdaViTConfig
 from ..errors import AdaViTDeployError
 
-#: Architecture of the demo model: one patch per original digit pixel.
+#: Architecture of the demo model: a 48 px canvas in 6x6 patches of 8 px.
 DEMO_CONFIG = AdaViTConfig.from_flags(
-    img_size=32, patch_size=4, embed_dim=64, depth=6, num_heads=4, mlp_hidden=256, num_classes=10
+    img_size=48, patch_size=8, embed_dim=64, depth=6, num_heads=4, mlp_hidden=256, num_classes=10
 )
 CHECKPOINT_NAME = "ada_digits.pth"
 TEST_SIZE = 360  # held out, fixed by SPLIT_SEED
 SPLIT_SEED = 0
+CANVAS = 48  # px of the pasted images (the eval transform then crops 90% of 53 px)
+DIGIT_SIZES = (16, 28)  # px side of a pasted digit, inclusive
+MARGIN = 3  # px kept clear at the edges, so the eval transform's crop never cuts a digit
+INK = 0.5  # normalised units above the background that count as the digit's ink
+
+
+@dataclass
+class DigitsSplit:
+    train_raw: np.ndarray  # (N, 8, 8) uint8 scans: training pastes them anew each epoch
+    train_images: np.ndarray  # (N, 3, 48, 48) float32, normalised: one seeded paste (calibration data)
+    train_labels: np.ndarray
+    test_images: np.ndarray  # (M, 3, 48, 48) float32, normalised
+    test_labels: np.ndarray
+    test_canvases: np.ndarray  # (M, 48, 48) uint8, for saving as image files
+
+
+def paste_digits(raw: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """(N, 8, 8) uint8 scans -> (N, CANVAS, CANVAS) uint8, each at a random scale and position."""
+    from PIL import Image
+
+    out = np.zeros((len(raw), CANVAS, CANVAS), np.uint8)
+    for canvas, scan in zip(out, raw):
+        size = int(rng.integers(DIGIT_SIZES[0], DIGIT_SIZES[1] + 1))
+        top, left = rng.integers(MARGIN, CANVAS - MARGIN - size + 1, size=2)
+        canvas[top : top + size, left : left + size] = np.asarray(Image.fromarray(scan).resize((size, size), Image.BILINEAR))
+    return out
+
+
+def transform_canvases(canvases: np.ndarray, cfg: AdaViTConfig = DEMO_CONFIG) -> np.ndarray:
+    """The same eval transform a user's image goes through: (N, H, W) uint8 -> (N, 3, S, S) float32."""
+    from PIL import Image
+
+    from ..inputs import eval_transform
+
+    transform = eval_transform(cfg)
+    return np.stack([transform(Image.fromarray(c).convert("RGB")) for c in canvases])
+
+
+def load_digits_split(cfg: AdaViTConfig = DEMO_CONFIG) -> DigitsSplit:
+    """scikit-learn's digits, split once; the held-out ones pasted once (seeded) and transformed."""
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        raise AdaViTDeployError("the digits data needs scikit-learn: pip install 'adavit-deploy[demo]'") from None
+
+    digits = load_digits()
+    raw = np.round(digits.images * (255 / 16)).astype(np.uint8)
+    rng = np.random.default_rng(SPLIT_SEED)
+    order = rng.permutation(len(raw))
+    test, train = order[:TEST_SIZE], order[TEST_SIZE:]
+    labels = digits.target.astype(np.int64)
+    canvases = paste_digits(raw[test], rng)
+    train_images = transform_canvases(paste_digits(raw[train], rng), cfg)
+    return DigitsSplit(raw[train], train_images, labels[train], transform_canvases(canvases, cfg), labels[test], canvases)
+
+
+def digit_patches(images: np.ndarray, cfg: AdaViTConfig = DEMO_CONFIG) -> np.ndarray:
+    """(N, P) bool: the patches that overlap the bounding box of each image's digit (its ink).
+
+    Measured on the transformed images, so it is the model's own patch grid.
+    """
+    background = (0.0 - cfg.preprocess.mean[0]) / cfg.preprocess.std[0]
+    ink = images[:, 0] > background + INK
+    grid, p = cfg.img_size // cfg.patch_size, cfg.patch_size
+    out = np.zeros((len(images), grid, grid), bool)
+    for mask, box in zip(ink, out):
+        rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+        box[rows[0] // p : rows[-1] // p + 1, cols[0] // p : cols[-1] // p + 1] = True
+    return out.reshape(len(images), -1)
 
 
 def demo_checkpoint() -> Path:
@@ -33,35 +103,6 @@ def demo_checkpoint() -> Path:
     if not path.is_file():
         raise AdaViTDeployError(f"the demo checkpoint {path} is missing: run `python -m adavit_deploy.demo.train`")
     return path
-
-
-@dataclass
-class DigitsSplit:
-    train_images: np.ndarray  # (N, 3, 32, 32) float32, normalised
-    train_labels: np.ndarray
-    test_images: np.ndarray
-    test_labels: np.ndarray
-    test_raw: np.ndarray  # (M, 8, 8) uint8 scans, for saving as image files
-
-
-def load_digits_split(cfg: AdaViTConfig = DEMO_CONFIG) -> DigitsSplit:
-    """scikit-learn's digits as 8-bit images through ``cfg``'s eval transform, split once."""
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError:
-        raise AdaViTDeployError("the digits data needs scikit-learn: pip install 'adavit-deploy[demo]'") from None
-    from PIL import Image
-
-    from ..inputs import eval_transform
-
-    digits = load_digits()
-    raw = np.round(digits.images * (255 / 16)).astype(np.uint8)
-    transform = eval_transform(cfg)
-    images = np.stack([transform(Image.fromarray(r).convert("RGB")) for r in raw])
-    order = np.random.default_rng(SPLIT_SEED).permutation(len(raw))
-    test, train = order[:TEST_SIZE], order[TEST_SIZE:]
-    labels = digits.target.astype(np.int64)
-    return DigitsSplit(images[train], labels[train], images[test], labels[test], raw[test])
 
 
 def save_digit_images(directory: str | Path) -> list[Path]:
@@ -75,7 +116,7 @@ def save_digit_images(directory: str | Path) -> list[Path]:
     for label in range(10):
         i = int(np.flatnonzero(split.test_labels == label)[0])
         path = directory / f"digit_{label}.png"
-        Image.fromarray(split.test_raw[i]).save(path)
+        Image.fromarray(split.test_canvases[i]).save(path)
         paths.append(path)
     return paths
 

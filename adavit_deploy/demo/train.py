@@ -2,11 +2,12 @@
 
 Recipe (AdaViT's, scaled down): (1) train the backbone with every decision
 forced on; (2) fine-tune with the decision heads live (Gumbel sigmoid,
-straight-through), distilling from the dense model of step 1, with a usage
-loss that pulls the batch's mean GMACs toward ``target`` of dense. The cost
-is the exact ADAVIT.md count (``cost.sample_gmacs``) computed on the
-straight-through masks, so the knob is GMACs themselves. Results are printed
-and written beside the checkpoint as JSON (see docs/demo-model.md).
+straight-through), distilling from the dense model of step 1, with AdaViT's
+usage losses: one per decision type (heads, sub-layers, patches), each
+pulling the batch's mean keep rate toward its target. Every epoch pastes the
+training digits anew (random position and scale), the only augmentation.
+Results are printed and written beside the checkpoint as JSON (see
+docs/demo-model.md).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import json
 import math
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -24,28 +26,42 @@ import torch.nn.functional as F
 
 from ..cost import dense_gmacs, sample_gmacs
 from ..model import AdaViT, save_checkpoint
-from . import CHECKPOINT_NAME, DEMO_CONFIG, load_digits_split
+from ..model.adavit import SelectHead
+from . import CHECKPOINT_NAME, DEMO_CONFIG, digit_patches, load_digits_split, paste_digits, transform_canvases
+
+#: Mean keep rate each usage loss pulls toward: few patches (a digit covers ~36% of them), most heads and sub-layers.
+USAGE_TARGETS = {"heads": 0.85, "layers": 0.85, "tokens": 0.45}
+USAGE_WEIGHT = 10.0
+HEAD_LR_SCALE = 10.0  # the decision heads start at "keep everything" and must move far in few epochs
+ANNEAL = 0.25  # the last quarter of step 2 scales the Gumbel noise down to 0: training ends on the inference policy
 
 
-def _augment(x: torch.Tensor) -> torch.Tensor:
-    """Random shifts of up to one patch (4 px), the only augmentation."""
-    pad = F.pad(x, (4, 4, 4, 4), mode="replicate")
-    i, j = np.random.randint(0, 9, size=2)
-    return pad[:, :, i : i + x.shape[2], j : j + x.shape[3]]
-
-
-def _fit(model: AdaViT, x: torch.Tensor, y: torch.Tensor, loss_fn, epochs: int, lr: float, batch: int, on_epoch) -> None:
-    """AdamW with linear warm-up and cosine decay; random shifts; ``on_epoch(epoch)`` after each epoch."""
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
-    steps = epochs * math.ceil(len(x) / batch)
+def _fit(
+    model: AdaViT,
+    data: Callable[[], tuple[torch.Tensor, torch.Tensor]],
+    size: int,
+    loss_fn,
+    epochs: int,
+    lr: float,
+    batch: int,
+    on_epoch,
+) -> None:
+    """AdamW with linear warm-up and cosine decay over fresh ``data()`` each epoch; ``on_epoch(epoch)`` after each."""
+    decision = [p for n, p in model.named_parameters() if "_select." in n]
+    others = [p for n, p in model.named_parameters() if "_select." not in n]
+    opt = torch.optim.AdamW(
+        [{"params": others, "lr": lr}, {"params": decision, "lr": lr * HEAD_LR_SCALE}], weight_decay=0.05
+    )
+    steps = epochs * math.ceil(size / batch)
     warm = max(1, steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps)))
     )
     for epoch in range(epochs):
         model.train()
+        x, y = data()
         for idx in torch.randperm(len(x)).split(batch):
-            loss = loss_fn(_augment(x[idx]), y[idx])
+            loss = loss_fn(x[idx], y[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -53,42 +69,62 @@ def _fit(model: AdaViT, x: torch.Tensor, y: torch.Tensor, loss_fn, epochs: int, 
         on_epoch(epoch)
 
 
+def usage(out) -> dict[str, torch.Tensor]:
+    """Mean keep rate of each decision type over a batch (patches only: the class token is always kept)."""
+    return {"heads": out.head_select.mean(), "layers": out.layer_select.mean(), "tokens": out.token_select[:, :, 1:].mean()}
+
+
 @torch.no_grad()
 def evaluate(model: AdaViT, images: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """Held-out top-1 adaptive and forced-dense, and the mean GMACs ratio."""
+    """Held-out top-1 adaptive and forced-dense, mean GMACs ratio, and where the kept patches lie.
+
+    ``kept_on_digit`` / ``kept_on_background``: the share of patches kept (over
+    every block) among those overlapping the digit's bounding box / the rest;
+    ``kept_in_digit_box``: the share of all kept patches that overlap the box.
+    """
     model.eval()
     x = torch.from_numpy(images)
     out = model(x)
     dense = model(x, force_dense=True)
     gmacs = sample_gmacs(model.cfg, out.head_select, out.layer_select, out.token_select)
+    kept = out.token_select[:, :, 1:].numpy().astype(bool)  # (B, blocks, P)
+    digit = np.broadcast_to(digit_patches(images, model.cfg)[:, None], kept.shape)
     return {
         "top1_adaptive": float((out.logits.argmax(1).numpy() == labels).mean()),
         "top1_dense": float((dense.logits.argmax(1).numpy() == labels).mean()),
         "gmacs_ratio": float(gmacs.mean() / dense_gmacs(model.cfg)),
+        **{f"kept_{k}": float(v) for k, v in usage(out).items()},
+        "kept_on_digit": float(kept[digit].mean()),
+        "kept_on_background": float(kept[~digit].mean()),
+        "kept_in_digit_box": float(kept[digit].sum() / max(1, kept.sum())),
     }
 
 
 def train(
     out: Path,
-    dense_epochs: int = 80,
-    adaptive_epochs: int = 60,
-    target: float = 0.45,
+    dense_epochs: int = 100,
+    adaptive_epochs: int = 50,
     batch: int = 64,
     seed: int = 0,
     log=print,
 ) -> dict[str, float]:
     torch.manual_seed(seed)
     np.random.seed(seed)
+    rng = np.random.default_rng(seed)
     start = time.perf_counter()
     data = load_digits_split()
-    x_train, y_train = torch.from_numpy(data.train_images), torch.from_numpy(data.train_labels)
+    y_train = torch.from_numpy(data.train_labels)
+
+    def pasted() -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.from_numpy(transform_canvases(paste_digits(data.train_raw, rng))), y_train
+
     model = AdaViT(DEMO_CONFIG)
-    dense_total = dense_gmacs(model.cfg)
 
     def report(phase: str, every: int):
         def on_epoch(epoch: int) -> None:
             if (epoch + 1) % every == 0:
-                log(f"{phase} epoch {epoch + 1}: {evaluate(model, data.test_images, data.test_labels)}")
+                results = evaluate(model, data.test_images, data.test_labels)
+                log(f"{phase} epoch {epoch + 1} ({time.perf_counter() - start:.0f} s): {json.dumps(results)}")
 
         return on_epoch
 
@@ -96,7 +132,7 @@ def train(
     def dense_loss(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(model(xb, force_dense=True).logits, yb, label_smoothing=0.1)
 
-    _fit(model, x_train, y_train, dense_loss, dense_epochs, 2e-3, batch, report("dense", 20))
+    _fit(model, pasted, len(y_train), dense_loss, dense_epochs, 2e-3, batch, report("dense", 10))
     teacher = copy.deepcopy(model).eval()
 
     # 2. decisions live: start from "keep everything", learn what to drop
@@ -111,14 +147,23 @@ def train(
         with torch.no_grad():
             soft_targets = teacher(xb, force_dense=True).logits.softmax(-1)
         o = model(xb)
-        ratio = sample_gmacs(model.cfg, o.head_select, o.layer_select, o.token_select).mean() / dense_total
+        rates = usage(o)
         return (
             F.cross_entropy(o.logits, yb, label_smoothing=0.1)
             + F.kl_div(o.logits.log_softmax(-1), soft_targets, reduction="batchmean")
-            + 10.0 * (ratio - target) ** 2
+            + USAGE_WEIGHT * sum((rates[k] - USAGE_TARGETS[k]) ** 2 for k in USAGE_TARGETS)
         )
 
-    _fit(model, x_train, y_train, adaptive_loss, adaptive_epochs, 5e-4, batch, report("adaptive", 10))
+    log_adaptive = report("adaptive", 5)
+
+    def on_adaptive_epoch(epoch: int) -> None:
+        log_adaptive(epoch)
+        noise = min(1.0, max(0.0, (adaptive_epochs - 2 - epoch) / (ANNEAL * adaptive_epochs)))
+        for m in model.modules():
+            if isinstance(m, SelectHead):
+                m.noise = noise
+
+    _fit(model, pasted, len(y_train), adaptive_loss, adaptive_epochs, 5e-4, batch, on_adaptive_epoch)
 
     results = evaluate(model, data.test_images, data.test_labels)
     results.update(
@@ -126,7 +171,7 @@ def train(
         threads=torch.get_num_threads(),
         dense_epochs=dense_epochs,
         adaptive_epochs=adaptive_epochs,
-        target=target,
+        usage_targets=USAGE_TARGETS,
         test_images=len(data.test_labels),
     )
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -139,12 +184,13 @@ def train(
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / CHECKPOINT_NAME)
-    ap.add_argument("--dense-epochs", type=int, default=80)
-    ap.add_argument("--adaptive-epochs", type=int, default=60)
-    ap.add_argument("--target", type=float, default=0.45, help="mean GMACs / dense GMACs to train toward")
+    ap.add_argument("--dense-epochs", type=int, default=100)
+    ap.add_argument("--adaptive-epochs", type=int, default=50)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1: fastest on a shared machine)")
     args = ap.parse_args()
-    train(args.out, args.dense_epochs, args.adaptive_epochs, args.target, seed=args.seed)
+    torch.set_num_threads(args.threads)
+    train(args.out, args.dense_epochs, args.adaptive_epochs, seed=args.seed)
 
 
 if __name__ == "__main__":

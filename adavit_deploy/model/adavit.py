@@ -27,19 +27,21 @@ class SelectHead(nn.Module):
     Named ``mlp_head`` inside to keep the reference's checkpoint keys. In
     training mode (only used to train the demo model) it samples a Gumbel
     sigmoid and passes gradients straight through the hard 0/1 decision, as
-    the reference trains.
+    the reference trains; ``noise`` scales the Gumbel noise (the demo's recipe
+    anneals it to 0, the deterministic policy of inference, at the end).
     """
 
     def __init__(self, dim: int, out: int) -> None:
         super().__init__()
         self.mlp_head = nn.Linear(dim, out)
+        self.noise = 1.0
 
     def forward(self, x: torch.Tensor, threshold: float) -> torch.Tensor:
         logits = self.mlp_head(x)
         if not self.training:
             return torch.sigmoid(logits) > threshold
         u = torch.rand_like(logits).clamp(1e-6, 1 - 1e-6)
-        soft = torch.sigmoid(logits + torch.log(u) - torch.log1p(-u))
+        soft = torch.sigmoid(logits + self.noise * (torch.log(u) - torch.log1p(-u)))
         return (soft > threshold).float() + soft - soft.detach()
 
 
