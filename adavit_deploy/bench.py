@@ -43,6 +43,7 @@ from .extras import EXPORT_HINT, missing_export_module, require_export
 from .parity import EXACT, compare, parity_report, parity_sentence
 from .runtime import AdaptiveRuntime, RoutingStats, load_bundle
 from .runtime.backends import Backend, get_backend, resolve_threads
+from .runtime.backends.ort import pool_mode as ort_pool_mode
 from .visualize import pyplot
 
 SCHEMA = "adavit-deploy/bench"
@@ -350,6 +351,7 @@ def environment(backend: str, threads: int) -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "threads": threads,
         "backend": backend,
+        "ort_pool": ort_pool_mode() if backend.startswith("ort") else None,
         "platform": platform.platform(),
         "python": platform.python_version(),
         "versions": versions,

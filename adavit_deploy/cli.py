@@ -66,7 +66,17 @@ app = typer.Typer(
 )
 console = Console()
 err_console = Console(stderr=True)
-_state = {"debug": False}
+_state = {"debug": False, "owns_process": False}
+
+
+def _own_onnxruntime(backend: str, threads: int) -> None:
+    """Run as a program (``main``), the CLI owns its process: its ONNX Runtime sessions share the
+    faster global pool (``use_process_pool``). Called from Python (CliRunner, an embedding app),
+    it leaves the process alone, as the library does."""
+    if _state["owns_process"] and backend in ("ort", "ort-cuda"):
+        from .runtime.backends.ort import use_process_pool
+
+        use_process_pool(threads)
 
 
 @contextmanager
@@ -283,9 +293,10 @@ def infer(
     from .inputs import load_inputs
     from .runtime import load_bundle
 
-    if output:
-        with _errors():
+    with _errors():
+        if output:
             check_writable(output, "--output")
+        _own_onnxruntime(backend, threads)
     with _errors(), load_bundle(bundle, backend, threads=threads, budget=budget, precision=precision) as runtime:
         images, labels = load_inputs(inputs, runtime.cfg)
         result = runtime.infer(images, batch_size=batch_size)
@@ -318,6 +329,7 @@ def inspect(
     from .visualize import inspect_bundle
 
     with _errors():
+        _own_onnxruntime("ort", threads)
         paths = inspect_bundle(bundle, images, out, threads=threads, budget=budget, grid=grid)
     for path in paths:
         console.print(f"wrote {escape(str(path))}")
@@ -347,6 +359,7 @@ def evaluate(
     from .visualize import pyplot
 
     with _errors(), console.status("evaluating") as status:
+        _own_onnxruntime("ort", threads)
         if plot:
             pyplot()  # the install hint now, not after the run
         for path, what in ((json_out, "--json"), (plot, "--plot")):
@@ -512,6 +525,7 @@ def bench(
         for path, what in ((json_out, "--json"), (plot, "--plot")):
             if path:
                 check_writable(path, what)
+        _own_onnxruntime(backend, threads)
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         with Progress(*columns, console=console, transient=True) as bar:
             task = bar.add_task("starting", total=None)
@@ -745,4 +759,5 @@ def _class_names(num_classes: int):
 
 
 def main() -> None:
+    _state["owns_process"] = True
     app()

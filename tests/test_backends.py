@@ -147,6 +147,57 @@ def test_the_hosts_own_sessions_and_ours_both_work(half_gmacs_bundle, batch, tmp
     assert done.returncode == 0 and "both ran" in done.stdout, done.stderr
 
 
+_PROCESS_POOL = """
+import numpy as np, adavit_deploy
+from adavit_deploy.errors import BackendError
+from adavit_deploy.runtime.backends.ort import OrtBackend, pool_mode, use_process_pool
+assert pool_mode() == "session"
+assert use_process_pool(2) == 2 and use_process_pool(2) == 2 and pool_mode() == "process"
+with adavit_deploy.load_bundle(BUNDLE, threads=2) as rt:
+    assert all(not r.session.get_session_options().use_per_session_threads for r in [rt.runner("stem")])
+    got = rt.infer(np.load(IMAGES))
+    np.testing.assert_allclose(got.logits, np.load(WANT), atol=1e-5)
+for wrong in (lambda: use_process_pool(1), lambda: OrtBackend(1)):
+    try:
+        wrong()
+        raise SystemExit("a second pool size was accepted")
+    except BackendError as e:
+        assert "pool of 2 threads" in str(e) or "already has 2 threads" in str(e), e
+print("process pool ok")
+"""
+
+
+def test_the_process_pool_is_opt_in_exact_and_one_size(half_gmacs_bundle, batch, tmp_path):
+    """``use_process_pool``: the owner of a process opts in (the CLI as a program, the Triton model)."""
+    np.save(tmp_path / "images.npy", batch)
+    with load_bundle(half_gmacs_bundle, threads=1) as rt:
+        np.save(tmp_path / "want.npy", rt.infer(batch).logits)
+    head = f"BUNDLE, IMAGES, WANT = {str(half_gmacs_bundle)!r}, {str(tmp_path / 'images.npy')!r}, {str(tmp_path / 'want.npy')!r}\n"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", head + _PROCESS_POOL], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0 and "process pool ok" in done.stdout, done.stderr
+
+
+def test_the_cli_as_a_program_uses_the_process_pool_and_gives_the_same_results(half_gmacs_bundle, batch, tmp_path):
+    np.save(tmp_path / "images.npy", batch)
+    with load_bundle(half_gmacs_bundle, threads=1) as rt:
+        want = rt.infer(batch)
+    code = (
+        "import sys; from adavit_deploy import cli\n"
+        "from adavit_deploy.runtime.backends import ort\n"
+        "sys.argv = ['adavit-deploy'] + sys.argv[1:]\n"
+        "try:\n    cli.main()\nfinally:\n    print('pool', ort.pool_mode())\n"
+    )
+    args = ["infer", str(half_gmacs_bundle), str(tmp_path / "images.npy"), "--threads", "2", "--output", str(tmp_path / "out.npz")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0 and "pool process" in done.stdout, done.stdout + done.stderr
+    with np.load(tmp_path / "out.npz") as got:
+        for key in ("head_select", "layer_select", "token_select"):
+            np.testing.assert_array_equal(got[key], getattr(want, key))
+        np.testing.assert_allclose(got["logits"], want.logits, atol=1e-5)
+
+
 # -- profiling -----------------------------------------------------------------------------
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import triton_python_backend_utils as pb_utils
 
 from adavit_deploy import AdaViTDeployError, load_bundle
+from adavit_deploy.runtime.backends.ort import use_process_pool
 from adavit_deploy.serving.batch import RequestError, run_batch
 
 
@@ -26,6 +27,8 @@ class TritonPythonModel:
         bundle = Path(args["model_repository"]) / args["model_version"] / params["bundle"]
         self.mode = params["mode"]
         try:
+            if params["backend"] in ("ort", "ort-cuda"):  # this stub process is ours alone
+                use_process_pool(int(params["threads"]))
             self.runtime = load_bundle(
                 bundle, params["backend"], threads=int(params["threads"]), budget=params["budget"],
                 precision=params["precision"],
