@@ -18,6 +18,7 @@ from adavit_deploy.errors import BackendError, ConfigError
 from adavit_deploy.runtime import load_bundle
 from adavit_deploy.runtime.backends import get_backend, resolve_threads
 from adavit_deploy.runtime.backends.ort import OrtBackend
+from checks import one_line as _one_line
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,13 +26,6 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def batch() -> np.ndarray:
     return np.random.default_rng(0).standard_normal((6, 3, 32, 32), dtype=np.float32)
-
-
-def _one_line(e: pytest.ExceptionInfo, *fragments: str) -> None:
-    message = str(e.value)
-    assert "\n" not in message
-    for fragment in fragments:
-        assert fragment in message, message
 
 
 # -- lifecycle -------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from adavit_deploy.bench import BenchReport, bench, cycled_batches, parse_batch_
 from adavit_deploy.cli import app
 from adavit_deploy.errors import ConfigError
 from adavit_deploy.export import export_bundle
+from checks import cli_error as _one_line_error
 
 QUICK = dict(iterations=2, warmup=1, memory=False)
 
@@ -31,14 +32,6 @@ def runner() -> CliRunner:
 @pytest.fixture
 def bundle(make_checkpoint, tmp_path):
     return export_bundle(make_checkpoint(), tmp_path / "bundle")
-
-
-def _one_line_error(result, *fragments: str) -> None:
-    assert result.exit_code == 1, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:"), result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def test_report_schema_speedups_and_exact_parity(bundle, tmp_path):

@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 
 from adavit_deploy.atomic import remove_stale, staged_directory
 from adavit_deploy.cli import app
+from checks import cli_error as _one_line_error
 
 WIDE = {"COLUMNS": "1000"}  # no wrapping: literal text can be searched for
 
@@ -31,16 +32,6 @@ def runner() -> CliRunner:
 
 def _files(root: Path) -> set[Path]:
     return {p for p in root.rglob("*")}
-
-
-def _one_line_error(result, *fragments: str) -> str:
-    assert result.exit_code == 1, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:"), result.output
-    assert "Traceback" not in result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from adavit_deploy.cli import app
+from checks import cli_error as _one_line_error
 
 
 @pytest.fixture
@@ -22,15 +23,6 @@ def bundle(runner, make_checkpoint, tmp_path):
     assert result.exit_code == 0, result.output
     assert "bundle written" in result.output and "decisions 100.00% equal" in result.output
     return out
-
-
-def _one_line_error(result, *fragments: str) -> None:
-    assert result.exit_code == 1
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:"), result.output
-    assert "Traceback" not in result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def test_export_then_infer_writes_reference_shaped_npz(runner, bundle, tmp_path):

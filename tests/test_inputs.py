@@ -25,6 +25,7 @@ from adavit_deploy.cli import app
 from adavit_deploy.config import AdaViTConfig, Preprocess, Thresholds
 from adavit_deploy.errors import ConfigError, InputError
 from adavit_deploy.inputs import check_finite, eval_transform, image_files, load_inputs, to_rgb
+from checks import cli_error as _one_line_error
 
 REPO = Path(__file__).resolve().parents[1]
 CFG = AdaViTConfig(img_size=32, patch_size=8, embed_dim=48, depth=3, num_heads=3, mlp_hidden=96, num_classes=7)
@@ -77,15 +78,6 @@ BAD = {
     "folder.png": "folder.png: is a directory",
     "bomb.png": "bomb.png: refused: Image size (900000000 pixels) exceeds limit",
 }
-
-
-def _one_line_error(result, *fragments: str) -> None:
-    assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.output and "Aborted" not in result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:"), result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 # -- timm's eval transform, without torch ---------------------------------------------------

@@ -24,6 +24,7 @@ from adavit_deploy.errors import BundleError, ConfigError
 from adavit_deploy.runtime.backends import get_backend
 from adavit_deploy.runtime.backends.trt_profiles import ProfileSpec, graph_profiles
 from adavit_deploy.trt_build import GraphPlan, graph_names, plan_build, resolve_precision, validate_build_args
+from checks import cli_error as _one_line
 
 #: Data-dependent ops TensorRT handles badly or not at all; the host routes instead.
 FORBIDDEN_OPS = {"NonZero", "TopK", "Loop", "If", "Scan", "Unique", "Compress"}
@@ -54,16 +55,6 @@ def _with_variants(manifest, precision, graphs=None):
         a = manifest.artifacts[g]
         arts[variant_key(g, precision)] = Artifact(a.file.replace(".onnx", f".{precision}.onnx"), "f" * 64, a.inputs, a.outputs)
     return dataclasses.replace(manifest, artifacts=arts)
-
-
-def _one_line(result, *fragments: str) -> str:
-    assert result.exit_code == 1, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:"), result.output
-    assert "Traceback" not in result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 @pytest.fixture

@@ -17,16 +17,9 @@ from adavit_deploy.runtime.backends.trt_manifest import (
     read_engine_manifest,
 )
 from adavit_deploy.runtime.backends.trt_profiles import ShapeRange
+from checks import one_line as _one_line
 
 H100 = TrtEnvironment("10.8.0.43", "NVIDIA H100 80GB HBM3", (9, 0))
-
-
-def _one_line(exc: pytest.ExceptionInfo, *fragments: str) -> str:
-    msg = str(exc.value)
-    assert "\n" not in msg
-    for f in fragments:
-        assert f in msg, msg
-    return msg
 
 
 @pytest.fixture
