@@ -268,9 +268,13 @@ def time_engines(
     return out
 
 
-def _memory_child(engine: str, bundle: str, batch_file: str, threads: str, backend: str, budget: str) -> None:
-    """Entry point of a memory child: load one engine, run it, print VmHWM in MiB."""
+def _memory_child(engine: str, bundle: str, batch_file: str, threads: str, backend: str, budget: str, pool: str) -> None:
+    """Entry point of a memory child: load one engine, run it (on the parent's ORT pool mode), print VmHWM in MiB."""
     images = np.load(batch_file)
+    if pool == "process":
+        from .runtime.backends.ort import use_process_pool
+
+        use_process_pool(int(threads))
     if engine == "reference":
         import torch
 
@@ -301,7 +305,7 @@ def peak_rss_mib(
     if not batch_file.exists():
         np.save(batch_file, batch)
     code = "import sys; from adavit_deploy.bench import _memory_child; _memory_child(*sys.argv[1:])"
-    args = [engine, str(bundle), str(batch_file), str(threads), backend, budget]
+    args = [engine, str(bundle), str(batch_file), str(threads), backend, budget, ort_pool_mode()]
     done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
     if done.returncode:
         raise BackendError(f"measuring the peak memory of {engine} at batch {len(batch)} failed: {_last_line(done.stderr)}")

@@ -24,6 +24,7 @@ import numpy as np
 from adavit_deploy.cli import app
 from adavit_deploy.config import preset
 from adavit_deploy.export import export_bundle
+from adavit_deploy.runtime.backends.ort import use_process_pool
 from adavit_deploy.synthetic import random_checkpoint
 
 WORK = Path(__file__).resolve().parent / ".work"
@@ -57,6 +58,7 @@ def main() -> None:
     args, rest = ap.parse_known_args()
     if not any(a.startswith("--engines") for a in rest):
         rest += ["--engines", "adaptive,dense"]
+    use_process_pool(args.threads)  # this script owns its process, as the CLI does (docs/bench.md)
     bundle = bundle_path(args.target, args.threads, args.arch)
     app(["bench", str(bundle), "--threads", str(args.threads), *rest], prog_name="adaptive_vs_dense.py")
 

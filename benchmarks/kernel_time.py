@@ -32,7 +32,7 @@ from rich.table import Table
 from adavit_deploy.bench import cycled_batches, parse_batch_sizes
 from adavit_deploy.bundle import read_manifest
 from adavit_deploy.runtime.adaptive import AdaptiveRuntime
-from adavit_deploy.runtime.backends.ort import OrtBackend
+from adavit_deploy.runtime.backends.ort import OrtBackend, use_process_pool
 
 ENGINES = ("adaptive", "adaptive.int8", "dense")
 
@@ -84,6 +84,7 @@ def main() -> None:
     ap.add_argument("--target", type=float, default=0.5, help="mean GMACs as a fraction of dense (the bundle)")
     ap.add_argument("--arch", choices=sorted(ARCHS), default="deit_s", help="model shape (the bundle)")
     args = ap.parse_args()
+    use_process_pool(args.threads)  # as the CLI and adaptive_vs_dense.py: this script owns its process
     bundle = bundle_path(args.target, args.threads, args.arch)
     console = Console(width=max(Console().width, 150))
     for b in parse_batch_sizes(args.batch_sizes):

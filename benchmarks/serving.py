@@ -109,7 +109,10 @@ def measure(bundle: Path, args: argparse.Namespace) -> None:
     from adavit_deploy import load_bundle
     from adavit_deploy.serving import RepositoryOptions, write_repository
     from adavit_deploy.serving.load import load_images, parse_concurrency, run_load
+    from adavit_deploy.runtime.backends.ort import use_process_pool
     from adavit_deploy.serving.server import TritonServer
+
+    use_process_pool(args.threads)  # the in-process side on the pool the served model uses
 
     options = RepositoryOptions(threads=args.threads, max_batch=args.max_batch, queue_delay_us=args.queue_delay_us,
                                 with_dense=True)  # fmt: skip

@@ -134,10 +134,11 @@ class OrtBackend(Backend):
     60 ms per image); with spinning off, every op pays a wake-up (1.3x vs
     dense at batch 1). Our sessions spin while they run and stop when their
     ``Run`` returns: a run pays one wake-up, not one per op. ORT's global
-    pool, used before, was faster on a busy host (batch 1: 1.31-1.37x vs
-    1.06-1.11x dense, ``docs/ARCHITECTURE.md``) but made every other session
-    of the host process fail ("use_per_session_threads must be false when
-    using a global thread pool") and fixed one thread count per process.
+    pool is faster (``use_process_pool``) but makes every other session of
+    the host process fail ("use_per_session_threads must be false when
+    using a global thread pool") and fixes one thread count per process, so
+    it is an opt-in of the process's owner (our CLI, the Triton model), not
+    this class's default.
     ``threads=0``: one per core.
     Each session starts ``threads - 1`` workers, asleep between runs; the
     small graphs (``CALLER_THREAD_GRAPHS``: policy, classifier) have none and
