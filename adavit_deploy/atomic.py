@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from .errors import BundleError, InputError
 
@@ -75,21 +76,29 @@ def remove_stale(parent: Path) -> list[Path]:
 
 
 @contextmanager
-def staged_directory(final: str | Path, overwrite: bool = False) -> Iterator[Path]:
+def staged_directory(
+    final: str | Path, overwrite: bool = False, *, ours: Callable[[Path], bool], what: str
+) -> Iterator[Path]:
     """Yield a hidden staging dir beside ``final``; rename it into place on success.
 
     On any error (or Ctrl-C) the staging dir is removed and ``final`` is left
     as it was; one left by a killed process is removed by the next call here.
+    ``overwrite`` replaces only an empty directory or one that ``ours`` says we
+    wrote (``what``: "a bundle", ...): never a user's unrelated folder.
     """
     final = Path(final)
-    if final.exists() and not overwrite:
-        raise BundleError(f"{final} already exists: pass --overwrite or choose another --out")
     if final.exists() and not final.is_dir():
         raise BundleError(f"{final} is a file: give a directory path")
+    if final.exists() and not overwrite:
+        raise BundleError(f"{final} already exists: pass --overwrite or choose another --out")
+    if final.exists() and any(final.iterdir()) and not ours(final):
+        raise BundleError(f"{final} exists and is not {what}: --overwrite replaces only {what}; choose another --out")
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
         remove_stale(final.parent)
-        stage = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-{os.getpid()}-", dir=final.parent))
+        # mkdir, not mkdtemp: the result gets the user's umask (mkdtemp's 0700 would hide it from others)
+        stage = final.parent / f".{final.name}.partial-{os.getpid()}-{secrets.token_hex(4)}"
+        stage.mkdir()
     except OSError as e:
         raise BundleError(f"cannot write {final}: {e.strerror or type(e).__name__} ({e.filename}): choose another --out") from None
     try:

@@ -36,7 +36,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from .atomic import atomic_file
-from .bundle import MANIFEST, PRECISIONS, sha256
+from .bundle import MANIFEST, PRECISIONS, is_bundle, sha256
 from .cost import dense_gmacs
 from .errors import BackendError, ConfigError, InputError
 from .extras import EXPORT_HINT, missing_export_module, require_export
@@ -397,7 +397,7 @@ def resolve_target(
 
         target = demo_checkpoint()
     target = Path(target)
-    if (target / MANIFEST).is_file():
+    if is_bundle(target):
         return target, {**info, "bundle": str(target), "exported": False}
     if target.is_dir():
         raise InputError(f"{target}: a directory but not a bundle (no {MANIFEST}); pass a bundle or a checkpoint")

@@ -323,6 +323,11 @@ def check_graphs(manifest: Manifest, where: str) -> None:
         raise BundleError(f"{where}: no artifact {', '.join(missing[:3])}{'...' if len(missing) > 3 else ''}: {fix}")
 
 
+def is_bundle(path: Path) -> bool:
+    """Whether ``path`` looks like a bundle we wrote (what ``export --overwrite`` may replace)."""
+    return (Path(path) / MANIFEST).is_file()
+
+
 def read_manifest(bundle: str | Path, verify: bool = True) -> Manifest:
     """Read a manifest, check it against its config, and (by default) every artifact's sha256.
 
@@ -330,6 +335,9 @@ def read_manifest(bundle: str | Path, verify: bool = True) -> Manifest:
     """
     bundle = Path(bundle)
     path = bundle / MANIFEST
+    if not bundle.is_dir():
+        why = "no such bundle directory" if not bundle.exists() else "is a file, not a bundle directory"
+        raise BundleError(f"{bundle}: {why}; create one with `adavit-deploy export`")
     if not path.is_file():
         raise BundleError(f"{bundle}: not a bundle (no {MANIFEST}); create one with `adavit-deploy export`")
     manifest = Manifest.from_json(path.read_bytes(), str(path))

@@ -42,6 +42,8 @@ def labelled_data(source: str | Path) -> tuple[np.ndarray, np.ndarray, str]:
         split = load_digits_split()
         return split.test_images, split.test_labels, "demo digits, held-out split (360 images)"
     path = Path(source)
+    if not path.exists():
+        raise InputError(f"{path}: no such file (--data takes 'demo' or an .npz with 'images' and 'labels' arrays)")
     if path.suffix != ".npz" or not path.is_file():
         raise InputError(f"{path}: need 'demo' or an .npz file with 'images' and 'labels' arrays")
     images = read_images(path)

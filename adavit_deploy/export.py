@@ -30,7 +30,7 @@ import torch
 
 from . import __version__
 from .atomic import staged_directory
-from .bundle import DEFAULT_OUT, NATIVE, Artifact, Manifest, TensorSpec, sha256, variant_key
+from .bundle import DEFAULT_OUT, NATIVE, Artifact, Manifest, TensorSpec, is_bundle, sha256, variant_key
 from .calibration import CalibrationSet, calibrate_budgets, load_calibration, parse_budgets
 from .config import AdaViTConfig
 from .errors import ConfigError
@@ -195,7 +195,7 @@ def export_bundle(
         step("reading the calibration set")
         calib = load_calibration(calibration, cfg, calib_count)
     out = Path(out) if out else DEFAULT_OUT / checkpoint.name.split(".")[0]
-    with staged_directory(out, overwrite) as stage, ExitStack() as opened:  # sessions close before the rename
+    with staged_directory(out, overwrite, ours=is_bundle, what="a bundle") as stage, ExitStack() as opened:  # sessions close first
         artifacts = {}
         for graph, module in _graphs(model):
             step(f"tracing {graph.name}")

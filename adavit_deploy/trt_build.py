@@ -35,7 +35,7 @@ from .bundle import Manifest, check_precision, read_manifest, resolve_bundle, sh
 from .errors import BackendError, BundleError, ConfigError
 from .graphs import graphs
 from .runtime.backends.trt import MIN_TENSORRT, current_environment, import_tensorrt, tensorrt_major
-from .runtime.backends.trt_manifest import ENGINE_DIR, ENGINES_JSON, EngineEntry, EngineManifest
+from .runtime.backends.trt_manifest import ENGINE_DIR, ENGINES_JSON, EngineEntry, EngineManifest, is_engine_dir
 from .runtime.backends.trt_profiles import Profile, ProfileSpec, graph_profiles
 
 Progress = Callable[[str], None]
@@ -297,7 +297,7 @@ def build_engines(
     builder = trt.Builder(logger)
     cache = TimingCache(timing_cache, step)
     engines = {}
-    with staged_directory(out, overwrite=True) as stage:
+    with staged_directory(out, overwrite=True, ours=is_engine_dir, what="an engine directory written by build-trt") as stage:
         for i, g in enumerate(plan):
             source, graph = manifest.artifacts[g.source], manifest.artifacts[g.graph]
             profiles = graph_profiles(source.inputs, spec, g.source)

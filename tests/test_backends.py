@@ -186,6 +186,7 @@ def test_the_cli_as_a_program_uses_the_process_pool_and_gives_the_same_results(h
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0 and "pool process" in done.stdout, done.stdout + done.stderr
+    assert not done.stderr.strip(), done.stderr  # no ONNX Runtime warning per session
     with np.load(tmp_path / "out.npz") as got:
         for key in ("head_select", "layer_select", "token_select"):
             np.testing.assert_array_equal(got[key], getattr(want, key))

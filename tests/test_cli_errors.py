@@ -19,6 +19,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from adavit_deploy.atomic import remove_stale, staged_directory
+from adavit_deploy.bundle import is_bundle
 from adavit_deploy.cli import app
 from checks import cli_error as _one_line_error
 
@@ -206,13 +207,42 @@ def test_stale_staging_dirs_of_dead_processes_are_removed(tmp_path):
     for d in (stale, old, live, unrelated):
         d.mkdir()
         (d / "stem.onnx").write_bytes(b"x")
-    with staged_directory(tmp_path / "bundle") as stage:
+    with staged_directory(tmp_path / "bundle", ours=is_bundle, what="a bundle") as stage:
         assert stage.name.startswith(f".bundle.partial-{alive}-")
         (stage / "manifest.json").write_text("{}")
     assert not stale.exists() and not old.exists()
     assert live.exists() and unrelated.exists()
     assert (tmp_path / "bundle" / "manifest.json").exists()
     assert remove_stale(tmp_path) == []
+
+
+def test_overwrite_replaces_only_what_we_wrote(runner, make_checkpoint, tmp_path):
+    """``--overwrite`` replaces a bundle or repository this tool wrote, never a user's folder."""
+    checkpoint = make_checkpoint()
+    victim = tmp_path / "notes"
+    victim.mkdir()
+    (victim / "notes.txt").write_text("important")
+    result = runner.invoke(app, ["export", str(checkpoint), "--out", str(victim), "--overwrite"])
+    _one_line_error(result, f"{victim} exists and is not a bundle")
+    bundle = tmp_path / "bundle"
+    assert runner.invoke(app, ["export", str(checkpoint), "--out", str(bundle)]).exit_code == 0
+    assert oct(bundle.stat().st_mode & 0o777) == oct(0o777 & ~_umask())  # the user's umask, not mkdtemp's 0700
+    result = runner.invoke(app, ["triton-repo", str(bundle), "--out", str(victim), "--overwrite"])
+    _one_line_error(result, f"{victim} exists and is not a repository written by triton-repo")
+    assert (victim / "notes.txt").read_text() == "important"
+    repo = tmp_path / "repo"
+    for _ in range(2):  # the second time over our own repository
+        assert runner.invoke(app, ["triton-repo", str(bundle), "--out", str(repo), "--overwrite"]).exit_code == 0
+    assert runner.invoke(app, ["export", str(checkpoint), "--out", str(bundle), "--overwrite"]).exit_code == 0
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert runner.invoke(app, ["export", str(checkpoint), "--out", str(empty), "--overwrite"]).exit_code == 0
+
+
+def _umask() -> int:
+    probe = os.umask(0)
+    os.umask(probe)
+    return probe
 
 
 def test_export_into_an_unwritable_place_is_one_line(runner, make_checkpoint, tmp_path):
@@ -223,3 +253,14 @@ def test_export_into_an_unwritable_place_is_one_line(runner, make_checkpoint, tm
     result = runner.invoke(app, ["export", str(checkpoint), "--out", str(blocker / "bundle")])
     _one_line_error(result, f"cannot write {blocker / 'bundle'}", str(blocker))
     assert _files(tmp_path) == before
+
+
+def test_missing_and_misplaced_paths_say_what_they_are(runner, tmp_path):
+    a_dir = tmp_path / "adir"
+    a_dir.mkdir()
+    a_file = tmp_path / "afile"
+    a_file.write_text("x")
+    _one_line_error(runner.invoke(app, ["infer", str(tmp_path / "nope"), str(a_file)]), "no such bundle directory")
+    _one_line_error(runner.invoke(app, ["infer", str(a_file), str(a_file)]), "is a file, not a bundle directory")
+    _one_line_error(runner.invoke(app, ["export", str(a_dir)]), f"{a_dir}: is a directory, not a checkpoint file")
+    _one_line_error(runner.invoke(app, ["evaluate", str(a_dir), "--data", str(tmp_path / "no.npz")]), "no.npz: no such file")

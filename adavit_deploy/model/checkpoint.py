@@ -45,7 +45,7 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     """Load ``path`` with ``weights_only=True``; never runs pickled code."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
+        raise CheckpointError(f"{path}: {'is a directory, not a checkpoint file' if path.is_dir() else 'no such checkpoint file'}")
     check_zip_sizes(path)
     try:
         with torch.serialization.safe_globals(SAFE_GLOBALS):

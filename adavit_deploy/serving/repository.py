@@ -28,6 +28,8 @@ from ..runtime.backends import BACKENDS
 DENSE_SUFFIX = "_dense"
 #: The bundle's folder inside a model's version folder (``<model>/1/bundle``).
 BUNDLE_DIR = "bundle"
+#: First line of every config.pbtxt we write: what `triton-repo --overwrite` may replace.
+MARK = "# written by adavit-deploy triton-repo"
 VERSION = "1"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -92,7 +94,7 @@ def model_config(name: str, cfg: AdaViTConfig, options: RepositoryOptions, dense
     }
     outputs = ",\n".join(_tensor(n, s) for n, s in _outputs(cfg, dense))
     parameters = "\n".join(f'parameters: {{ key: "{k}", value: {{ string_value: "{v}" }} }}' for k, v in params.items())
-    return f"""# written by adavit-deploy triton-repo
+    return f"""{MARK}
 name: "{name}"
 backend: "python"
 max_batch_size: {options.max_batch}
@@ -126,6 +128,11 @@ def _write_model(repo: Path, name: str, bundle: Path, cfg: AdaViTConfig, options
     shutil.copytree(bundle, version / BUNDLE_DIR, copy_function=_link_or_copy if dense else shutil.copy2)
 
 
+def _is_repository(path: Path) -> bool:
+    """Whether ``path`` holds a model repository this command wrote (what ``--overwrite`` may replace)."""
+    return any(c.read_text(errors="replace").startswith(MARK) for c in path.glob("*/config.pbtxt"))
+
+
 def write_repository(bundle: str | Path, out: str | Path, options: RepositoryOptions = RepositoryOptions(),
                      overwrite: bool = False) -> Path:  # fmt: skip
     """Write a Triton model repository serving ``bundle`` into ``out``, atomically.
@@ -142,7 +149,7 @@ def write_repository(bundle: str | Path, out: str | Path, options: RepositoryOpt
             f"{bundle}: the bundle has no {options.precision} graphs (it has {', '.join(manifest.precisions)}): "
             f"re-export it with --{options.precision}"
         )
-    with staged_directory(Path(out), overwrite=overwrite) as stage:
+    with staged_directory(Path(out), overwrite, ours=_is_repository, what="a repository written by triton-repo") as stage:
         _write_model(stage, options.name, bundle, manifest.model, options, dense=False)
         if options.with_dense:
             adaptive_copy = stage / options.name / VERSION / BUNDLE_DIR

@@ -139,8 +139,14 @@ class TritonServer:
         ]  # fmt: skip
 
     def check_ports(self) -> None:
-        for option, port in (("--http-port", self.http_port), ("--grpc-port", self.grpc_port),
-                             ("--metrics-port", self.metrics_port)):  # fmt: skip
+        """Each port in range, the three distinct and free: one line now, not Triton's usage text later."""
+        ports = {"--http-port": self.http_port, "--grpc-port": self.grpc_port, "--metrics-port": self.metrics_port}
+        for option, port in ports.items():
+            if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+                raise ConfigError(f"{option} {port}: must be a port number in 1..65535")
+        if len(set(ports.values())) < len(ports):
+            raise ConfigError(f"{', '.join(f'{o} {p}' for o, p in ports.items())}: the three ports must differ")
+        for option, port in ports.items():
             check_port_free(self.host, port, option)
 
     def start(self, ready_timeout_s: float = READY_TIMEOUT_S) -> "TritonServer":

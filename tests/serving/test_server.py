@@ -247,6 +247,19 @@ def test_serve_refuses_a_taken_port_before_starting(bundle, ports, tmp_path):
             serve(bundle, RepositoryOptions(), **ports)
 
 
+@pytest.mark.parametrize("change, message", [
+    ({"http_port": 70000}, "--http-port 70000: must be a port number in 1..65535"),
+    ({"metrics_port": -5}, "--metrics-port -5: must be a port number in 1..65535"),
+    ({"grpc_port": "same"}, "the three ports must differ"),
+])  # fmt: skip
+def test_serve_refuses_bad_ports_in_one_line(bundle, ports, change, message):
+    if change.get("grpc_port") == "same":
+        change = {"grpc_port": ports["http_port"]}
+    with pytest.raises(ConfigError) as e:
+        serve(bundle, RepositoryOptions(), **{**ports, **change})
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
 def test_unloadable_bundle_is_a_one_line_error(repository, ports, tmp_path):
     broken = tmp_path / "models"
     shutil.copytree(repository / "adavit", broken / "adavit")

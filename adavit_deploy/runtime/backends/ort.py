@@ -86,10 +86,10 @@ def session_options(threads: int = 0, *, optimize: bool = True, profile_prefix: 
     options = ort.SessionOptions()
     if _process_pool_threads is None:
         options.intra_op_num_threads = resolve_threads(threads)
+        options.inter_op_num_threads = 1
         options.add_session_config_entry("session.force_spinning_stop", "1")
-    else:
+    else:  # thread counts set here would be ignored, with a warning per session
         options.use_per_session_threads = False
-    options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.log_severity_level = 3
     options.add_session_config_entry("session.use_env_allocators", "1")

@@ -147,6 +147,11 @@ class EngineManifest:
         raise BackendError(f"{where}: no TensorRT engine for {artifact.file}: {REBUILD.format(bundle=bundle)}")
 
 
+def is_engine_dir(path: Path) -> bool:
+    """Whether ``path`` holds engines ``build-trt`` wrote (what a rebuild may replace)."""
+    return (Path(path) / ENGINES_JSON).is_file()
+
+
 def read_engine_manifest(engine_dir: str | Path, bundle: str = "BUNDLE") -> EngineManifest:
     path = Path(engine_dir) / ENGINES_JSON
     if not path.is_file():
