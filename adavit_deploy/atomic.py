@@ -15,14 +15,13 @@ import os
 import re
 import secrets
 import shutil
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
 from .errors import BundleError, InputError
 
-#: ``.NAME.partial-PID-XXXX`` (a staged directory), ``.NAME.old-PID`` (a replaced one)
+#: ``.NAME.partial-PID-<8 hex digits>`` (a staged directory), ``.NAME.old-PID`` (a replaced one)
 _STAGED = re.compile(r"^\..+\.(?:partial|old)-(\d+)(?:-.*)?$")
 
 

@@ -158,6 +158,15 @@ class Manifest:
         """Precisions the bundle has graphs for (fp32 always)."""
         return [p for p in PRECISIONS if p == "fp32" or any(k.endswith(f".{p}") for k in self.artifacts)]
 
+    def check_precision(self, precision: str, bundle: str | Path) -> str:
+        """``precision`` if the bundle has graphs for it, else a one-line error saying how to add them."""
+        if check_precision(precision) not in self.precisions:
+            raise ConfigError(
+                f"{bundle}: the bundle has no {precision} graphs (it has {', '.join(self.precisions)}): "
+                f"re-export it with --{precision}"
+            )
+        return precision
+
     def budget(self, name: str | float) -> Budget:
         try:
             key = budget_name(name)

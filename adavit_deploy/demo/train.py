@@ -109,7 +109,6 @@ def train(
     log=print,
 ) -> dict[str, float]:
     torch.manual_seed(seed)
-    np.random.seed(seed)
     rng = np.random.default_rng(seed)
     start = time.perf_counter()
     data = load_digits_split()

@@ -20,10 +20,10 @@ from typing import Mapping
 import numpy as np
 
 from ..atomic import atomic_file
-from ..bundle import Manifest, bundle_file, check_precision, read_manifest, variant_key
+from ..bundle import Manifest, bundle_file, read_manifest, variant_key
 from ..config import Thresholds
 from ..cost import sample_gmacs
-from ..errors import ConfigError, InputError
+from ..errors import InputError
 from ..inputs import check_finite
 from .backends import Backend, Runner, get_backend
 from .backends.base import Closable
@@ -103,12 +103,7 @@ class AdaptiveRuntime(Closable):
     ) -> None:
         self.bundle, self.manifest, self.cfg, self.backend = Path(bundle), manifest, manifest.model, backend
         self.owns_backend = owns_backend
-        if check_precision(precision) not in manifest.precisions:
-            raise ConfigError(
-                f"{bundle}: the bundle has no {precision} graphs (it has {', '.join(manifest.precisions)}): "
-                f"re-export it with --{precision}"
-            )
-        self.precision = precision
+        self.precision = manifest.check_precision(precision, bundle)
         self.budget = manifest.budget(budget)
         self._runners: dict[str, Runner] = {}
         with np.load(bundle_file(self.bundle, manifest.artifacts["constants"].file), allow_pickle=False) as c:
@@ -122,8 +117,8 @@ class AdaptiveRuntime(Closable):
     def runner(self, name: str) -> Runner:
         """The runner of graph ``name`` at the runtime's precision, created on first use
         (the dense graph costs nothing unless run)."""
-        self.check_open()
-        if name not in self._runners:
+        if name not in self._runners:  # close() empties it: a closed runtime refuses here
+            self.check_open()
             key = variant_key(name, self.precision)
             self._runners[name] = self.backend.runner(self.bundle, self.manifest.artifacts[key])
         return self._runners[name]

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import AdaViTDeployError, InputError
-from ..runtime import AdaptiveRuntime
+from ..runtime import AdaptiveRuntime, InferResult
 
-DECISIONS = ("head_select", "layer_select", "token_select")
+DECISIONS = InferResult.DECISIONS
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..bench import BenchReport, environment
-from ..errors import BackendError, ConfigError
+from ..errors import BackendError, ConfigError, InputError
 from .repository import DENSE_SUFFIX
 
 SCHEMA = "adavit-deploy/bench-serve"
@@ -219,17 +219,14 @@ def load_images(images: str | Path | np.ndarray | None, shape: tuple[int, ...], 
         return np.random.default_rng(seed).standard_normal((samples, *shape), dtype=np.float32), f"random normal (seed {seed})"
     if isinstance(images, np.ndarray):
         return np.ascontiguousarray(images, dtype=np.float32), "array"
-    from ..config import AdaViTConfig
-    from ..inputs import ARRAY_SUFFIXES, load_inputs
+    from ..inputs import ARRAY_SUFFIXES, read_images
 
     path = Path(images)
     if path.suffix not in ARRAY_SUFFIXES:
         raise ConfigError(f"--images {path}: give an .npy/.npz of normalised images (key 'images') for a remote model")
-    c, h, w = shape
-    if h != w:
-        raise ConfigError(f"the served model's input {shape} is not square")
-    pool, _ = load_inputs([path], AdaViTConfig(in_chans=c, img_size=h))
-    return pool, str(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    return read_images(path, tuple(shape)), str(path)
 
 
 def run_load(url: str, protocol: str = "http", concurrency: str | Sequence[int] = (1, 8, 32), duration: float = 10.0,

@@ -22,7 +22,7 @@ from ..atomic import staged_directory
 from ..bundle import budget_name, check_precision, read_manifest
 from ..config import AdaViTConfig
 from ..errors import ConfigError
-from ..runtime.backends import BACKENDS
+from ..runtime.backends import BACKENDS, resolve_threads
 
 #: The dense baseline model's name is the adaptive model's plus this (``--with-dense``).
 DENSE_SUFFIX = "_dense"
@@ -53,9 +53,10 @@ class RepositoryOptions:
         if not _NAME.match(self.name):
             raise ConfigError(f"model name {self.name!r}: use letters, digits, '_', '-' or '.' (at most 64)")
         for what, value, low in (("--max-batch", self.max_batch, 1), ("--instances", self.instances, 1),
-                                 ("--threads", self.threads, 0), ("--queue-delay-us", self.queue_delay_us, 0)):  # fmt: skip
+                                 ("--queue-delay-us", self.queue_delay_us, 0)):  # fmt: skip
             if value < low:
                 raise ConfigError(f"{what} must be >= {low}, got {value}")
+        resolve_threads(self.threads)  # what the runtime will accept, checked before writing
         if self.backend not in BACKENDS:
             raise ConfigError(f"unknown backend {self.backend!r}: choose one of {', '.join(BACKENDS)}")
         check_precision(self.precision)
@@ -144,11 +145,7 @@ def write_repository(bundle: str | Path, out: str | Path, options: RepositoryOpt
     bundle = Path(bundle)
     manifest = read_manifest(bundle)
     manifest.budget(options.budget)
-    if options.precision not in manifest.precisions:
-        raise ConfigError(
-            f"{bundle}: the bundle has no {options.precision} graphs (it has {', '.join(manifest.precisions)}): "
-            f"re-export it with --{options.precision}"
-        )
+    manifest.check_precision(options.precision, bundle)
     with staged_directory(Path(out), overwrite, ours=_is_repository, what="a repository written by triton-repo") as stage:
         _write_model(stage, options.name, bundle, manifest.model, options, dense=False)
         if options.with_dense:

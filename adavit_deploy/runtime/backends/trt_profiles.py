@@ -23,11 +23,10 @@ import numpy as np
 
 from ...bundle import Manifest, TensorSpec
 from ...errors import ConfigError, InputError
+from ...graphs import BATCH, TOKENS
+from ...graphs import KEPT_HEADS as HEADS
 
 Shape = tuple[int, ...]
-
-#: Dynamic axis names the exporter writes (``export._graphs``).
-BATCH, TOKENS, HEADS = "batch", "tokens", "kept_heads"
 
 
 @dataclass(frozen=True)
