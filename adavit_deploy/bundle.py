@@ -35,7 +35,7 @@ from .graphs import Port, agrees, describe, graphs
 DEFAULT_OUT = Path("export/bundles")
 DEMO_BUNDLE_NAME = "ada_digits"
 SCHEMA = "adavit-deploy/bundle"
-SCHEMA_VERSION = 2  # 2: policy graphs output probabilities; budgets
+SCHEMA_VERSION = 3  # 2: policy graphs output probabilities; budgets. 3: masked-tactic graphs
 MANIFEST = "manifest.json"
 
 

@@ -553,6 +553,60 @@ def bench(
             console.print(f"wrote {escape(str(path))}")
 
 
+@app.command(cls=LiteralHelpCommand)
+def tune(
+    bundle: Annotated[
+        Optional[Path],
+        typer.Argument(help="Bundle directory [default: export/bundles/ada_digits, the demo model's]."),
+    ] = None,
+    batch_sizes: Annotated[str, typer.Option(help="Comma-separated batch sizes to tune for.")] = "1,16",
+    budget: Budget = "native",
+    precision: Precision = "fp32",
+    backend: Annotated[str, typer.Option(help="Backend to time: ort (CPU), ort-cuda, or trt where installed.")] = "ort",
+    threads: Annotated[int, typer.Option(help="Intra-op threads, as inference will run (0: one per core).")] = 0,
+    images: Annotated[
+        Optional[Path],
+        typer.Option(help="Image directory, image file or .npy/.npz (key 'images'); default: 16 seeded normal samples."),
+    ] = None,
+    reps: Annotated[int, typer.Option(help="Timed repetitions per tactic and key (the fastest counts).")] = 3,
+) -> None:
+    """Time each tactic of each pruned stage on this machine and write the fastest into the bundle (tactics.json).
+
+    A stage runs either with its kept heads' weights gathered (gather) or
+    with every head computed from constant weights and the dropped ones
+    zeroed (masked); both are exact. Which is faster depends on the kept
+    heads, the batch size and the machine, so this measures it, like
+    TensorRT's timing cache. The runtime uses the result on this machine
+    (same CPU, backend version and threads) and the defaults elsewhere.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .bench import parse_batch_sizes
+    from .bundle import resolve_bundle
+    from .tuner import tune as run_tune
+
+    with _errors():
+        sizes = parse_batch_sizes(batch_sizes)
+        bundle = resolve_bundle(bundle)
+        _own_onnxruntime(backend, threads)
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        with Progress(*columns, console=console, transient=True) as bar:
+            task = bar.add_task("tuning", total=None)
+            table, path = run_tune(
+                bundle, sizes, budget=budget, precision=precision, backend=backend, threads=threads, images=images,
+                reps=reps, progress=lambda what, done, total: bar.update(task, description=f"tuning: {what}", completed=done, total=total),
+            )  # fmt: skip
+    out = Table("batch", "stage", "kept heads", "blocks", "gather", "masked", "picked", title="ms per sample, per tactic")
+    for r in table.summary():
+        ms, picked = r["ms_per_sample"], r["picked"]
+        out.add_row(
+            str(r["batch_size"]), r["stage"], str(r["kept_heads"]), str(r["blocks"]), f"{ms['gather']:.3f}", f"{ms['masked']:.3f}",
+            ", ".join(f"{t} {n}" for t, n in picked.items() if n),
+        )  # fmt: skip
+    console.print(out)
+    console.print(f"wrote {escape(str(path))}")
+
+
 def _print_bench(report) -> None:
     from rich import box
 

@@ -36,7 +36,17 @@ from .config import AdaViTConfig
 from .errors import ConfigError
 from .graphs import BATCH, TOKENS, Graph, Port, graphs
 from .model import AdaViT, load_model
-from .model.pruned import Classifier, DenseViT, Policy, PrunedAttention, PrunedMlp, Stem, block_constants
+from .model.pruned import (
+    Classifier,
+    DenseViT,
+    MaskedAttention,
+    MaskedMlp,
+    Policy,
+    PrunedAttention,
+    PrunedMlp,
+    Stem,
+    block_constants,
+)
 from .parity import compare, parity_report
 from .runtime.adaptive import AdaptiveRuntime
 from .runtime.backends import get_backend
@@ -57,6 +67,8 @@ def _example(port: Port, cfg: AdaViTConfig) -> torch.Tensor:
     """A tracing input for ``port``: batch 2, every token, every head (indices for ``heads``)."""
     if port.name == "heads":
         return torch.arange(cfg.num_heads, dtype=torch.int64)
+    if port.name == "head_mask":
+        return torch.ones(2, cfg.num_heads)
     sizes = {BATCH: 2, TOKENS: cfg.num_tokens}
     return torch.randn(*(sizes.get(d, d) for d in port.shape))
 
@@ -68,6 +80,8 @@ def _graphs(model: AdaViT) -> list[tuple[Graph, torch.nn.Module]]:
         "policy": lambda g: Policy(model.blocks[g.block]),
         "attn": lambda g: PrunedAttention(model.blocks[g.block]),
         "mlp": lambda g: PrunedMlp(model.blocks[g.block]),
+        "attn_masked": lambda g: MaskedAttention(model.blocks[g.block]),
+        "mlp_masked": lambda g: MaskedMlp(model.blocks[g.block]),
         "head": lambda g: Classifier(model),
         "dense": lambda g: DenseViT(model),
     }

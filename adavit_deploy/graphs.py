@@ -11,6 +11,11 @@ variants). Kinds:
   ``layer (B, 2)``, ``heads (B, H)``, ``patches (B, N-1)``, those the block has.
 - ``attn_i``: ``x (G, K, C)`` [, ``heads (k,)`` int64] [, ``key_bias (G, K)``] -> ``y (G, K, C)``.
 - ``mlp_i``: ``x (G, K, C)`` [, ``heads (k,)`` int64] -> ``y (G, K, C)``.
+- ``attn_masked_i`` / ``mlp_masked_i`` (blocks with a head decision): the same
+  with every head computed from constant weights and ``head_mask (G, H)``
+  (0/1 per sample) zeroing the dropped heads: the ``masked`` tactic
+  (``runtime/tactics.py``), which ORT can pre-pack and fuse and which one
+  call serves for samples of different head sets.
 - ``head``: ``cls (B, C)`` -> ``logits (B, classes)``; ``dense``: ``images`` -> ``logits``.
 
 Policy graphs stay float at every precision: they end in the decision
@@ -34,6 +39,8 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "policy": (),
     "attn": ("fp16", "int8"),
     "mlp": ("fp16", "int8"),
+    "attn_masked": ("fp16", "int8"),
+    "mlp_masked": ("fp16", "int8"),
     "head": ("fp16",),
     "dense": ("fp16", "int8"),
 }
@@ -93,6 +100,10 @@ def graphs(cfg: AdaViTConfig) -> dict[str, Graph]:
         key_bias = (Port("key_bias", "float32", (BATCH, TOKENS)),) if i in cfg.token_select else ()
         out.append(Graph(f"attn_{i}", "attn", i, (kept, *select, *key_bias), (y,)))
         out.append(Graph(f"mlp_{i}", "mlp", i, (kept, *select), (y,)))
+        if select:
+            mask = Port("head_mask", "float32", (BATCH, H))
+            out.append(Graph(f"attn_masked_{i}", "attn_masked", i, (kept, mask, *key_bias), (y,)))
+            out.append(Graph(f"mlp_masked_{i}", "mlp_masked", i, (kept, mask), (y,)))
     out.append(Graph("head", "head", None, (Port("cls", "float32", (BATCH, C)),), (logits,)))
     out.append(Graph("dense", "dense", None, (images,), (logits,)))
     return {g.name: g for g in out}

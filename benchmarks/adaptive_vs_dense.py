@@ -4,19 +4,22 @@ Makes (once) a random-weight checkpoint of ``--arch`` (``deit_s``: Ada-DeiT-S,
 224 px, 12 blocks, 6 heads; ``t2t_vit_19``: Ada-T2T-ViT-19, performer stem,
 19 blocks, 7 heads; 1000 classes) whose decisions keep ``--target`` of the dense GMACs,
 exports it (once) to ``benchmarks/.work/`` with INT8 graphs calibrated on 32
-seeded normal images (a different seed from bench's inputs), then runs
+seeded normal images (a different seed from bench's inputs), tunes its
+tactics on this machine for batch sizes 1 and 16, fp32 and int8 (once per
+machine: ``adavit-deploy tune``), then runs
 ``adavit-deploy bench`` on that bundle: the measurement itself lives in
 ``adavit_deploy/bench.py``. Every other option goes to ``bench``
 (``adavit-deploy bench --help``); by default the engines are
 ``adaptive,dense`` (issue 3's comparison); ``--engines adaptive,adaptive.int8``
 gives issue 5's.
 
-    python benchmarks/adaptive_vs_dense.py [--arch deit_s|t2t_vit_19] [--target 0.5] [--batch-sizes 1,16] [--threads 2] [--engines ...]
+    python benchmarks/adaptive_vs_dense.py [--arch deit_s|t2t_vit_19] [--target 0.5] [--no-tune] [--batch-sizes 1,16] [--threads 2] [--engines ...]
 """
 
 from __future__ import annotations
 
 import argparse
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +27,10 @@ import numpy as np
 from adavit_deploy.cli import app
 from adavit_deploy.config import preset
 from adavit_deploy.export import export_bundle
+from adavit_deploy.runtime import load_bundle
 from adavit_deploy.runtime.backends.ort import use_process_pool
 from adavit_deploy.synthetic import random_checkpoint
+from adavit_deploy.tuner import tune
 
 WORK = Path(__file__).resolve().parent / ".work"
 CALIBRATION_SEED = 1  # bench's own inputs use seed 0
@@ -50,16 +55,32 @@ def bundle_path(target: float, threads: int, arch: str = "deit_s") -> Path:
     return bundle
 
 
+def tuned(bundle: Path, threads: int) -> Path:
+    """``bundle`` with tactics tuned here at batch sizes 1 and 16, fp32 and int8 (skipped if already tuned here)."""
+    for precision in ("fp32", "int8"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a table from another machine: re-tuned just below
+            with load_bundle(bundle, threads=threads, precision=precision) as rt:
+                done = rt.tactics is not None
+        if not done:
+            print(f"tuning the {precision} tactics for this machine (once) ...", flush=True)
+            tune(bundle, (1, 16), precision=precision, threads=threads)
+    return bundle
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--arch", choices=sorted(ARCHS), default="deit_s", help="model shape")
     ap.add_argument("--target", type=float, default=0.5, help="mean GMACs as a fraction of dense")
     ap.add_argument("--threads", type=int, default=0, help="intra-op threads (0: one per core), for export and bench")
+    ap.add_argument("--no-tune", dest="tune", action="store_false", help="run the default tactics (no tactics.json made)")
     args, rest = ap.parse_known_args()
     if not any(a.startswith("--engines") for a in rest):
         rest += ["--engines", "adaptive,dense"]
     use_process_pool(args.threads)  # this script owns its process, as the CLI does (docs/bench.md)
     bundle = bundle_path(args.target, args.threads, args.arch)
+    if args.tune:
+        tuned(bundle, args.threads)
     app(["bench", str(bundle), "--threads", str(args.threads), *rest], prog_name="adaptive_vs_dense.py")
 
 

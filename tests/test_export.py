@@ -25,6 +25,7 @@ def test_manifest_lists_every_graph_with_signature(bundle):
     expected = {"stem", "head", "dense", "constants"}
     expected |= {f"{kind}_{i}" for kind in ("attn", "mlp") for i in range(depth)}
     expected |= {f"policy_{i}" for i in range(depth)}  # the default layout has a decision in every block
+    expected |= {f"{kind}_masked_{i}" for kind in ("attn", "mlp") for i in m.model.head_select}  # the masked tactic
     assert set(m.artifacts) == expected
     attn = {t.name: t for t in m.artifacts["attn_1"].inputs}
     assert attn["x"].shape == ["batch", "tokens", m.model.embed_dim]

@@ -61,6 +61,7 @@ from onnx import helper, numpy_helper
 from ..bundle import Artifact, Manifest
 from ..graphs import graphs
 from ..runtime.adaptive import AdaptiveRuntime
+from ..runtime.tactics import TACTICS
 from ..runtime.backends.base import Backend, Runner
 
 ACT_QMAX = 127
@@ -391,16 +392,20 @@ class _CalibratingBackend(Backend):
         graph = self.quantized.get(artifact.file)
         if graph is None:
             return inner
-        self.calibrators[graph] = GraphCalibrator(bundle / artifact.file, self.n_heads)
+        if graph not in self.calibrators:  # one per graph: every runtime of ``calibrate`` adds to its ranges
+            self.calibrators[graph] = GraphCalibrator(bundle / artifact.file, self.n_heads)
         return _Observed(inner, self.calibrators[graph])
 
 
 def calibrate(runtime: AdaptiveRuntime, images: np.ndarray, batch_size: int = 16) -> dict[str, GraphCalibrator]:
-    """Run ``images`` through ``runtime``'s fp32 graphs at each budget (and the dense graph); one calibrator per graph."""
+    """Run ``images`` through ``runtime``'s fp32 graphs at each budget, with each tactic (so every
+    graph sees its real inputs), and the dense graph; one calibrator per graph."""
     backend = _CalibratingBackend(runtime.backend, runtime.manifest)
+    for tactic in TACTICS:
+        with AdaptiveRuntime(runtime.bundle, runtime.manifest, backend, tactic=tactic) as observed:
+            for budget in observed.manifest.budgets:
+                observed.infer(images, batch_size, budget=budget)
     with AdaptiveRuntime(runtime.bundle, runtime.manifest, backend) as observed:
-        for budget in observed.manifest.budgets:
-            observed.infer(images, batch_size, budget=budget)
         for i in range(0, len(images), batch_size):
             observed.dense(images[i : i + batch_size])
     return backend.calibrators

@@ -10,6 +10,9 @@ compute only what a decision keeps, from the same weights:
 - ``PrunedAttention`` / ``PrunedMlp``: steps 5 and 6 on a dense tensor of the
   kept tokens only, with the kept heads' weights gathered by an index input
   (stage 2). One graph serves every head count and token count.
+- ``MaskedAttention`` / ``MaskedMlp``: the same stages over every head from
+  constant weights, a per-sample mask zeroing the dropped heads (the
+  ``masked`` tactic, ``runtime/tactics.py``).
 - ``Classifier``: final norm + head on the class token.
 - ``DenseViT``: every decision on, the baseline of the same weights.
 
@@ -69,10 +72,15 @@ class Policy(nn.Module):
 
 
 def _kept_rows(w: torch.Tensor, heads: torch.Tensor | None) -> torch.Tensor:
-    """(H, d, out) -> (k*d, out): the weight rows fed by the kept heads' channels."""
+    """(H, d, out) -> (k*d, out): the weight rows fed by the kept heads' channels.
+
+    ``out`` is a Python int in the traced graph (not read off the gathered
+    tensor), so ORT knows the product's last dim and fuses the bias (+GELU).
+    """
+    out = int(w.shape[-1])
     if heads is not None:
         w = w.index_select(0, heads)
-    return w.reshape(-1, w.shape[-1])
+    return w.reshape(-1, out)
 
 
 class PrunedAttention(nn.Module):
@@ -101,7 +109,14 @@ class PrunedAttention(nn.Module):
         self.register_buffer("bp", a.proj.bias.detach())
 
     def forward(self, x: torch.Tensor, heads: torch.Tensor | None = None, key_bias: torch.Tensor | None = None) -> torch.Tensor:
-        G, K, C = x.shape
+        return self.attend(x, heads, key_bias)
+
+    def attend(
+        self, x: torch.Tensor, heads: torch.Tensor | None, key_bias: torch.Tensor | None, head_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Kept ``heads`` (gathered weights) or every head, ``head_mask`` (G,H) zeroing the dropped ones."""
+        G, K, _ = x.shape
+        C = int(self.wqkv.shape[-1])  # static in the graph, as in _kept_rows
         w = self.wqkv if heads is None else self.wqkv.index_select(0, heads)
         qkv = self.norm1(x) @ w.reshape(-1, C).t()
         if self.bqkv is not None:
@@ -111,8 +126,25 @@ class PrunedAttention(nn.Module):
         scores = (q @ k.transpose(-2, -1)) * self.scale
         if key_bias is not None:
             scores = scores + key_bias[:, None, None, :]
-        out = (scores.softmax(dim=-1) @ v).transpose(1, 2).reshape(G, K, -1)
+        out = scores.softmax(dim=-1) @ v  # (G, heads, K, d)
+        if head_mask is not None:
+            # a dropped head outputs 0 (ADAVIT.md step 5); Where, not a product: an
+            # overflow in a head we discard must not become NaN in the sum
+            out = torch.where(head_mask[:, :, None, None] > 0, out, 0.0)
+        out = out.transpose(1, 2).reshape(G, K, -1)
         return x + out @ _kept_rows(self.wp, heads) + self.bp
+
+
+class MaskedAttention(PrunedAttention):
+    """The ``masked`` tactic of ``PrunedAttention``: every head, from constant weights.
+
+    The dropped heads are computed and then zeroed per sample by
+    ``head_mask`` (G,H), so ORT pre-packs the weights and one call serves
+    samples of any head set, at the price of the dropped heads' FLOPs.
+    """
+
+    def forward(self, x: torch.Tensor, head_mask: torch.Tensor, key_bias: torch.Tensor | None = None) -> torch.Tensor:
+        return self.attend(x, None, key_bias, head_mask)
 
 
 class PrunedMlp(nn.Module):
@@ -132,6 +164,16 @@ class PrunedMlp(nn.Module):
         if heads is not None:
             z = z.reshape(*z.shape[:-1], *self.w1.shape[:2]).index_select(-2, heads).flatten(-2)
         return x + self.fc2(self.act(z @ _kept_rows(self.w1, heads) + self.b1))
+
+
+class MaskedMlp(PrunedMlp):
+    """The ``masked`` tactic of ``PrunedMlp``: fc1 over every channel (constant, pre-packed,
+    bias+GELU fused), the dropped heads' channels zeroed per sample by ``head_mask`` (G,H)."""
+
+    def forward(self, x: torch.Tensor, head_mask: torch.Tensor) -> torch.Tensor:
+        H, d = self.w1.shape[:2]
+        z = (self.norm2(x).unflatten(-1, (H, d)) * head_mask[:, None, :, None]).flatten(-2)
+        return x + self.fc2(self.act(z @ _kept_rows(self.w1, None) + self.b1))
 
 
 class Classifier(nn.Module):

@@ -8,6 +8,8 @@ per group on only the kept tokens and heads, and scatters the results back
 into the full ``(B, N, C)`` buffer (a dropped token is carried unchanged and
 may be selected again later). Sub-layers that are off cost nothing; a block
 whose heads are all dropped adds its precomputed constants without a call.
+Which graph runs a stage (its *tactic*: kept heads gathered, or every head
+masked) is chosen per sample from the bundle's tuned table (``tactics.py``).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 
@@ -28,6 +30,11 @@ from ..inputs import check_finite
 from .backends import Backend, Runner, get_backend
 from .backends.base import Closable
 from .routing import gather, route, scatter
+from .tactics import STAGES, TacticTable, check_tactic, default_masked, graph_name, table_for
+
+
+#: ``AdaptiveRuntime.walk``'s callback: (block, token buffer, layer, heads, tokens) before the block runs.
+Visit = Callable[[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray], None]
 
 
 @dataclass
@@ -38,15 +45,17 @@ class RoutingStats:
     constant_adds: int = 0
     token_slots: int = 0
     padded_slots: int = 0
-    paths: dict[str, int] = field(default_factory=dict)  # "block:stage:heads" -> samples
+    paths: dict[str, int] = field(default_factory=dict)  # "block:stage:heads" (or "...:masked") -> samples
+    tactics: dict[str, int] = field(default_factory=dict)  # tactic -> graph calls
 
     def merge(self, other: "RoutingStats") -> None:
         self.calls += other.calls
         self.constant_adds += other.constant_adds
         self.token_slots += other.token_slots
         self.padded_slots += other.padded_slots
-        for k, v in other.paths.items():
-            self.paths[k] = self.paths.get(k, 0) + v
+        for mine, theirs in ((self.paths, other.paths), (self.tactics, other.tactics)):
+            for k, v in theirs.items():
+                mine[k] = mine.get(k, 0) + v
 
     @property
     def padding_waste(self) -> float:
@@ -85,6 +94,9 @@ class AdaptiveRuntime(Closable):
 
     ``budget`` (a name of ``manifest.budgets``) and ``precision`` (``fp32``,
     ``fp16``, ``int8``: which graph variants run) are the defaults of every call.
+    ``tactic``: force ``gather`` or ``masked`` on every stage (what the parity
+    tests do); by default each stage runs the tactic the bundle's
+    ``tactics.json`` picked for this machine, or ``default_masked``.
 
     ``close()`` (or ``with load_bundle(...) as rt:``) releases the runners'
     sessions, and the backend too when the runtime made it (``owns_backend``:
@@ -100,12 +112,16 @@ class AdaptiveRuntime(Closable):
         precision: str = "fp32",
         *,
         owns_backend: bool = False,
+        tactic: str | None = None,
     ) -> None:
         self.bundle, self.manifest, self.cfg, self.backend = Path(bundle), manifest, manifest.model, backend
         self.owns_backend = owns_backend
         self.precision = manifest.check_precision(precision, bundle)
         self.budget = manifest.budget(budget)
         self._runners: dict[str, Runner] = {}
+        self.tactic = check_tactic(tactic)
+        self.tactics: TacticTable | None = None if tactic else table_for(bundle, self.precision, backend.fingerprint())
+        self._luts: dict[tuple[int, str, int], np.ndarray] = {}
         with np.load(bundle_file(self.bundle, manifest.artifacts["constants"].file), allow_pickle=False) as c:
             self.constants = {k: c[k] for k in c.files}
 
@@ -174,7 +190,13 @@ class AdaptiveRuntime(Closable):
             [self._infer_batch(images[i : i + batch_size], thr) for i in range(0, len(images), batch_size)]
         )
 
-    def _infer_batch(self, images: np.ndarray, thr: Thresholds) -> InferResult:
+    def walk(self, images: np.ndarray, visit: Visit, budget: str | float | None = None) -> InferResult:
+        """``infer`` on one batch, calling ``visit(block, x, layer, heads, tokens)`` before each
+        block runs on ``x`` (the token buffer entering it): what the tuner times the stages on."""
+        thr = self.budget.thresholds if budget is None else self.manifest.budget(budget).thresholds
+        return self._infer_batch(self.check_images(images), thr, visit)
+
+    def _infer_batch(self, images: np.ndarray, thr: Thresholds, visit: Visit | None = None) -> InferResult:
         cfg = self.cfg
         # contiguous: routing gathers and scatters through a flat (B*N, C) view of it
         x = np.ascontiguousarray(self.runner("stem")(images=images)["tokens"])
@@ -183,6 +205,8 @@ class AdaptiveRuntime(Closable):
         record = {"layer": [], "heads": [], "tokens": []}
         for block in range(cfg.depth):
             layer, heads, tokens = self._decide(block, x, thr)
+            if visit is not None:
+                visit(block, x, layer, heads, tokens)
             record["layer"].append(layer)
             record["heads"].append(heads)
             record["tokens"].append(tokens)
@@ -230,15 +254,34 @@ class AdaptiveRuntime(Closable):
                 x[s, kept[s]] += self.constants[f"{stage}_{block}"]
                 stats.constant_adds += 1
         run = ~none_kept
+        masked = self.choose(block, heads)
         if self.cfg.token_with_mlp:
-            self._stages(block, ("attn", "mlp"), x, attn_on & mlp_on & run, heads, tokens, stats)
-            self._stages(block, ("attn",), x, attn_on & ~mlp_on & run, heads, tokens, stats)
-            self._stages(block, ("mlp",), x, mlp_on & ~attn_on & run, heads, tokens, stats)
+            self.run_stages(block, ("attn", "mlp"), x, attn_on & mlp_on & run, heads, tokens, masked, stats)
+            self.run_stages(block, ("attn",), x, attn_on & ~mlp_on & run, heads, tokens, masked, stats)
+            self.run_stages(block, ("mlp",), x, mlp_on & ~attn_on & run, heads, tokens, masked, stats)
         else:
-            self._stages(block, ("attn",), x, attn_on & run, heads, tokens, stats)
-            self._stages(block, ("mlp",), x, mlp_on & run, heads, ffn_tokens, stats)
+            self.run_stages(block, ("attn",), x, attn_on & run, heads, tokens, masked, stats)
+            self.run_stages(block, ("mlp",), x, mlp_on & run, heads, ffn_tokens, masked, stats)
 
-    def _stages(
+    def choose(self, block: int, heads: np.ndarray) -> dict[str, np.ndarray]:
+        """Per stage, ``(B,)`` bool: the samples whose stage runs the ``masked`` tactic."""
+        B, H = heads.shape
+        if block not in self.cfg.head_select:  # one graph, every head, constant weights
+            return {s: np.zeros(B, bool) for s in STAGES}
+        if self.tactic is not None:
+            return {s: np.full(B, self.tactic == "masked") for s in STAGES}
+        kept = heads.sum(axis=1)
+        return {s: self._lut(block, s, B, H)[kept] for s in STAGES}
+
+    def _lut(self, block: int, stage: str, batch: int, num_heads: int) -> np.ndarray:
+        key = (block, stage, batch)
+        if key not in self._luts:
+            self._luts[key] = (
+                default_masked(num_heads) if self.tactics is None else self.tactics.lookup(block, stage, batch, num_heads)
+            )
+        return self._luts[key]
+
+    def run_stages(
         self,
         block: int,
         stages: tuple[str, ...],
@@ -246,36 +289,57 @@ class AdaptiveRuntime(Closable):
         active: np.ndarray,
         heads: np.ndarray,
         tokens: np.ndarray,
+        masked: dict[str, np.ndarray],
         stats: RoutingStats,
     ) -> None:
-        """Every group of ``route``: gather, run ``stages`` in order (one call each), scatter back."""
-        for group in route(active, heads, tokens):
+        """Every group of ``route``: gather, run ``stages`` in order (one call each), scatter back.
+
+        Samples share a path when their stages run the same tactics and, if
+        any stage gathers, the same head set (a masked stage takes any).
+        """
+        if not active.any():
+            return
+        flags = np.stack([masked[s] for s in stages], axis=1)
+        paths = np.concatenate([flags, heads & ~flags.all(axis=1, keepdims=True)], axis=1)
+        for group in route(active, heads, tokens, paths):
             y, key_bias = gather(x, group)
             for stage in stages:
-                runner = self.runner(f"{stage}_{block}")
+                tactic = "masked" if masked[stage][group.samples[0]] else "gather"
+                runner = self.runner(graph_name(tactic, stage, block))
                 feed = {"x": y}
                 if "heads" in runner.input_names:
                     feed["heads"] = group.heads
+                if "head_mask" in runner.input_names:
+                    feed["head_mask"] = heads[group.samples].astype(np.float32)
                 if "key_bias" in runner.input_names:
                     feed["key_bias"] = key_bias
                 y = runner(**feed)["y"]
                 stats.calls += 1
                 stats.token_slots += y.shape[0] * y.shape[1]
                 stats.padded_slots += group.padding
-                path = f"{block}:{stage}:{','.join(map(str, group.heads))}"
+                stats.tactics[tactic] = stats.tactics.get(tactic, 0) + 1
+                path = f"{block}:{stage}:{'masked' if tactic == 'masked' else ','.join(map(str, group.heads))}"
                 stats.paths[path] = stats.paths.get(path, 0) + len(group.samples)
             scatter(x, group, y)
 
 
 def load_bundle(
-    path: str | Path, backend: str | Backend = "ort", threads: int = 0, budget: str | float = "native", precision: str = "fp32"
+    path: str | Path,
+    backend: str | Backend = "ort",
+    threads: int = 0,
+    budget: str | float = "native",
+    precision: str = "fp32",
+    tactic: str | None = None,
 ) -> AdaptiveRuntime:
     """Verify a bundle (sha256 of every file) and load it on ``backend`` at ``budget`` and ``precision``.
 
     Close the runtime when done (``rt.close()``, or ``with load_bundle(...) as rt:``); a backend
     given by name is the runtime's and closes with it, a ``Backend`` instance stays the caller's.
+    ``tactic``: force one tactic on every stage (``AdaptiveRuntime``).
     """
     manifest = read_manifest(path)
     if not isinstance(backend, str):
-        return AdaptiveRuntime(path, manifest, backend, budget, precision)
-    return AdaptiveRuntime(path, manifest, get_backend(backend, threads), budget, precision, owns_backend=True)
+        return AdaptiveRuntime(path, manifest, backend, budget, precision, tactic=tactic)
+    return AdaptiveRuntime(
+        path, manifest, get_backend(backend, threads), budget, precision, owns_backend=True, tactic=tactic
+    )

@@ -1,10 +1,12 @@
 """Routing: group the samples of a batch by execution path (pure numpy).
 
-A *path* for one stage of one block is the set of kept heads; samples that
-share it run in one call on a dense ``(G, K, C)`` tensor of their kept
-tokens. Token counts differ between samples, so a group is padded to its
-longest member (padded keys are masked with -inf: exact) and split where the
-padding would waste more than ``max_pad`` of the group's work.
+A *path* for one stage of one block is the set of kept heads and the tactic
+that runs it (``tactics.py``): samples that share it run in one call on a
+dense ``(G, K, C)`` tensor of their kept tokens. The ``masked`` tactic takes
+every head set in one call, so its samples share one path. Token counts
+differ between samples, so a group is padded to its longest member (padded
+keys are masked with -inf: exact) and split where the padding would waste
+more than ``max_pad`` of the group's work.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ class Group:
     """
 
     samples: np.ndarray  # (G,) indices into the batch
-    heads: np.ndarray  # (k,) int64 kept head indices
+    heads: np.ndarray  # (k,) int64 kept head indices of the first sample (every sample's, on a gather path)
     index: np.ndarray  # (G, K) int64 rows of the flattened token buffer
     valid: np.ndarray  # (G, K) bool, False on padding
 
@@ -34,22 +36,30 @@ class Group:
         return int(self.valid.size - self.valid.sum())
 
 
-def route(active: np.ndarray, heads: np.ndarray, tokens: np.ndarray, max_pad: float = 0.125) -> list[Group]:
-    """Group the ``active`` samples by kept-head set, then by token count.
+def route(
+    active: np.ndarray, heads: np.ndarray, tokens: np.ndarray, paths: np.ndarray | None = None, max_pad: float = 0.125
+) -> list[Group]:
+    """Group the ``active`` samples by path, then by token count.
 
     ``active`` (B,) bool: the stage runs for this sample; ``heads`` (B,H) bool;
-    ``tokens`` (B,N) bool. Within a head set, samples are sorted by token
-    count and cut into runs whose padding stays under ``max_pad`` of the run.
+    ``tokens`` (B,N) bool; ``paths`` (B, m): samples with equal rows share a
+    path (default: ``heads``, one path per head set). Within a path, samples
+    are sorted by token count and cut into runs whose padding stays under
+    ``max_pad`` of the run.
     """
     running = np.flatnonzero(active)
     if not running.size:
         return []
+    if running.size == 1:  # batch 1 (or one sample on this stage): no grouping, no padding
+        s = int(running[0])
+        return [_group([s], np.flatnonzero(heads[s]).astype(np.int64), tokens)]
     counts = tokens.sum(axis=1)
-    by_heads: dict[bytes, list[int]] = {}
+    keys = np.ascontiguousarray(heads if paths is None else paths)
+    by_path: dict[bytes, list[int]] = {}
     for s in running:
-        by_heads.setdefault(heads[s].tobytes(), []).append(int(s))
+        by_path.setdefault(keys[s].tobytes(), []).append(int(s))
     groups = []
-    for members in by_heads.values():
+    for members in by_path.values():
         head_idx = np.flatnonzero(heads[members[0]]).astype(np.int64)
         order = sorted(members, key=lambda s: -counts[s])  # stable: ties keep batch order
         run: list[int] = []
@@ -67,6 +77,9 @@ def route(active: np.ndarray, heads: np.ndarray, tokens: np.ndarray, max_pad: fl
 
 def _group(samples: list[int], heads: np.ndarray, tokens: np.ndarray) -> Group:
     N = tokens.shape[1]
+    if len(samples) == 1:
+        pos = np.flatnonzero(tokens[samples[0]])
+        return Group(np.asarray(samples), heads, (pos + samples[0] * N)[None], np.ones((1, len(pos)), bool))
     kept = tokens[samples]  # (G, N)
     K = int(kept.sum(axis=1).max())
     # kept positions first, in order (a stable argsort of "not kept"), then padding

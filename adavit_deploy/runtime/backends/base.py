@@ -18,13 +18,14 @@ import os
 import weakref
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
 from ...bundle import Artifact
 from ...errors import BackendError, BundleError, ConfigError, InputError
 from ...graphs import agrees
+from ...machine import cpu_model
 
 #: Intra-op threads above this many per core (or in all) are a typo, not a setting.
 MAX_THREADS_PER_CORE = 4
@@ -130,3 +131,7 @@ class Backend(Closable, ABC):
 
     def describe(self) -> str:
         return f"the {self.name} backend"
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What a timing measured on this backend depends on (``tactics.json`` is valid only where it matches)."""
+        return {"backend": self.name, "cpu": cpu_model()}

@@ -176,6 +176,11 @@ class OrtBackend(Backend):
         self.profile_dir = Path(profile_dir) if profile_dir is not None else None
         self._sessions = itertools.count()
 
+    def fingerprint(self) -> dict[str, Any]:
+        ort = _onnxruntime()
+        return {**super().fingerprint(), "onnxruntime": ort.__version__, "providers": self.providers,
+                "threads": self.threads}
+
     def make_runner(self, bundle: Path, artifact: Artifact) -> OrtRunner:
         prefix = None
         if self.profile_dir is not None:

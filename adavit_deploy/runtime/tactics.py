@@ -1,0 +1,187 @@
+"""Tactics: more than one exact implementation of a pruned stage, and which one runs.
+
+As TensorRT times several kernels per layer and keeps the fastest, each
+stage (``attn``, ``mlp``) of a block with a head decision has two graphs,
+equally exact (ADAVIT.md: a dropped head contributes exactly 0 either way):
+
+- ``gather`` (``attn_i`` / ``mlp_i``): the kept heads' weights gathered in
+  the graph; computes only the kept heads, but its weights are not constants
+  (no pre-packing, no bias+GELU fusion) and one call serves one head set.
+- ``masked`` (``attn_masked_i`` / ``mlp_masked_i``): every head from
+  constant weights, the dropped ones zeroed per sample; pays the dropped
+  heads' FLOPs, but ORT pre-packs and fuses it and one call serves samples of
+  every head set (fewer, larger GEMMs at batch 16).
+
+Which is faster depends on the kept-head count, the batch size and the
+machine, so ``tuner.py`` times both per (block, stage, kept heads, batch
+size) on the target machine and writes ``tactics.json`` into the bundle: a
+timing cache, valid only where it was measured (CPU, backend and its
+version, threads); elsewhere the runtime warns and uses ``default_masked``.
+It changes speed only, never results, so it is not a sha-checked artifact.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..atomic import atomic_file
+from ..bundle import check_schema
+from ..errors import BundleError
+
+TACTICS = ("gather", "masked")
+STAGES = ("attn", "mlp")
+FILE = "tactics.json"
+SCHEMA, SCHEMA_VERSION = "adavit-deploy/tactics", 1
+
+
+def graph_name(tactic: str, stage: str, block: int) -> str:
+    """The graph that runs ``stage`` of ``block`` with ``tactic``."""
+    return f"{stage}_{block}" if tactic == "gather" else f"{stage}_masked_{block}"
+
+
+def default_masked(num_heads: int) -> np.ndarray:
+    """The untuned choice, by kept-head count: ``masked`` only when every head is kept
+    (same FLOPs as ``gather``, minus the gather; measured faster at batch 1 and 16)."""
+    lut = np.zeros(num_heads + 1, bool)
+    lut[num_heads] = True
+    return lut
+
+
+def check_tactic(tactic: str | None) -> str | None:
+    if tactic is not None and tactic not in TACTICS:
+        raise BundleError(f"unknown tactic {tactic!r}: choose {', '.join(TACTICS)} (or none: the tuned choice)")
+    return tactic
+
+
+@dataclass
+class Timing:
+    """One tuned key: milliseconds per sample of each tactic, and the choice."""
+
+    block: int
+    stage: str
+    kept_heads: int
+    batch_size: int
+    ms: dict[str, float]
+    samples: int
+
+    @property
+    def tactic(self) -> str:
+        return min(self.ms, key=self.ms.get)
+
+
+@dataclass
+class TacticTable:
+    """The tuned choices of one bundle at one precision, and the machine they hold on."""
+
+    machine: dict[str, Any]
+    precision: str
+    timings: list[Timing] = field(default_factory=list)
+
+    @property
+    def batch_sizes(self) -> list[int]:
+        return sorted({t.batch_size for t in self.timings})
+
+    def lookup(self, block: int, stage: str, batch: int, num_heads: int) -> np.ndarray:
+        """``(H+1,)`` bool by kept-head count: True where ``masked`` runs, for a batch of ``batch``.
+
+        Uses the largest tuned batch size not above ``batch`` (the smallest if
+        all are); a count never seen while tuning keeps the default.
+        """
+        sizes = self.batch_sizes
+        if not sizes:
+            return default_masked(num_heads)
+        bucket = max([b for b in sizes if b <= batch], default=sizes[0])
+        lut = default_masked(num_heads)
+        for t in self.timings:
+            if t.block == block and t.stage == stage and t.batch_size == bucket:
+                lut[t.kept_heads] = t.tactic == "masked"
+        return lut
+
+    def summary(self) -> list[dict[str, Any]]:
+        """Per (batch size, stage, kept heads), over blocks: mean ms per sample of each tactic and the picks."""
+        rows: dict[tuple[int, str, int], list[Timing]] = {}
+        for t in self.timings:
+            rows.setdefault((t.batch_size, t.stage, t.kept_heads), []).append(t)
+        return [
+            {
+                "batch_size": b, "stage": stage, "kept_heads": k, "blocks": len(ts),
+                "ms_per_sample": {tac: float(np.mean([t.ms[tac] for t in ts])) for tac in TACTICS},
+                "picked": {tac: sum(t.tactic == tac for t in ts) for tac in TACTICS},
+            }
+            for (b, stage, k), ts in sorted(rows.items())
+        ]  # fmt: skip
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "machine": self.machine,
+            "timings": [
+                {"block": t.block, "stage": t.stage, "kept_heads": t.kept_heads, "batch_size": t.batch_size,
+                 "tactic": t.tactic, "ms_per_sample": t.ms, "samples": t.samples}
+                for t in self.timings
+            ],
+        }
+
+
+def read_tables(bundle: str | Path) -> dict[str, TacticTable]:
+    """Every precision's table in ``bundle``'s ``tactics.json`` (none if there is no file)."""
+    path = Path(bundle) / FILE
+    if not path.is_file():
+        return {}
+    where = f"{path}"
+    try:
+        d = json.loads(path.read_bytes())
+        check_schema(d, SCHEMA, SCHEMA_VERSION, f"tactics file ({where})", "re-run `adavit-deploy tune`", BundleError)
+        return {
+            precision: TacticTable(
+                t["machine"],
+                precision,
+                [Timing(int(x["block"]), str(x["stage"]), int(x["kept_heads"]), int(x["batch_size"]),
+                        {str(k): float(v) for k, v in x["ms_per_sample"].items()}, int(x["samples"]))
+                 for x in t["timings"]],
+            )
+            for precision, t in d["tables"].items()
+        }
+    except BundleError:
+        raise
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise BundleError(f"{where}: not a valid tactics file ({type(e).__name__}): re-run `adavit-deploy tune`") from None
+
+
+def write_table(bundle: str | Path, table: TacticTable) -> Path:
+    """Add (or replace) ``table``'s precision in ``bundle``'s ``tactics.json``, atomically.
+
+    Tables of other precisions are kept when they were measured on the same machine.
+    """
+    try:
+        tables = {p: t for p, t in read_tables(bundle).items() if t.machine == table.machine}
+    except BundleError:
+        tables = {}  # an unreadable old file is what tune replaces
+    tables[table.precision] = table
+    doc = {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "tables": {p: t.to_dict() for p, t in sorted(tables.items())}}
+    path = Path(bundle) / FILE
+    with atomic_file(path, "the tactics file") as tmp:
+        tmp.write_text(json.dumps(doc, indent=1) + "\n")
+    return path
+
+
+def table_for(bundle: str | Path, precision: str, machine: dict[str, Any]) -> TacticTable | None:
+    """The tuned table for ``precision`` if it was measured on ``machine``; else ``None``,
+    with a warning when a table exists for another machine (the defaults run)."""
+    table = read_tables(bundle).get(precision)
+    if table is None:
+        return None
+    if table.machine != machine:
+        differs = sorted(k for k in {*machine, *table.machine} if machine.get(k) != table.machine.get(k))
+        warnings.warn(
+            f"{bundle}: {FILE} was tuned on another machine ({', '.join(differs)} differ): "
+            "using the default tactics; re-run `adavit-deploy tune` here",
+            stacklevel=3,
+        )
+        return None
+    return table

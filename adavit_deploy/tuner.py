@@ -1,0 +1,108 @@
+"""The tuner: time every tactic of every stage on this machine, keep the fastest (``tactics.json``).
+
+For each batch size, the bundle runs on seeded inputs (or the user's
+images); before each block, every (stage, kept-head count) present in the
+batch is run with each tactic on a copy of the block's real input, for the
+samples that have that count, through the runtime's own routing
+(``AdaptiveRuntime.run_stages``): what is timed is what inference does, the
+head-set split of ``gather`` at batch 16 included. Tactics alternate within
+each repetition (a noisy machine slows both alike) and each keeps its
+fastest repetition; per key the tactic with the least time per sample wins.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .errors import InputError
+from .runtime.adaptive import RoutingStats, load_bundle
+from .runtime.tactics import STAGES, TACTICS, TacticTable, Timing, write_table
+
+#: inputs per batch size, at least (batch 1 needs several images to see several head counts)
+MIN_SAMPLES = 16
+
+
+def tune(
+    bundle: str | Path,
+    batch_sizes: str | Sequence[int] = (1, 16),
+    *,
+    budget: str | float = "native",
+    precision: str = "fp32",
+    backend: str = "ort",
+    threads: int = 0,
+    images: str | Path | np.ndarray | None = None,
+    reps: int = 3,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> tuple[TacticTable, Path]:
+    """Time the tactics of ``bundle`` at ``batch_sizes`` and write its ``tactics.json``; return the table and file.
+
+    ``images``: the inputs to route, an array or what ``bench --images`` takes
+    (default: seeded normal noise, as ``bench``);
+    ``progress(what, done, total)`` is called once per batch.
+    """
+    from .bench import load_pool, parse_batch_sizes
+
+    batch_sizes = parse_batch_sizes(batch_sizes)
+    if reps < 1:
+        raise InputError(f"--reps must be >= 1, got {reps}")
+    with load_bundle(bundle, backend, threads, budget, precision, tactic="gather") as rt:
+        cfg = rt.cfg
+        if images is None:
+            count = max(MIN_SAMPLES, max(batch_sizes))
+            rng = np.random.default_rng(0)
+            images = rng.standard_normal((count, cfg.in_chans, cfg.img_size, cfg.img_size), dtype=np.float32)
+        elif not isinstance(images, np.ndarray):
+            images, _ = load_pool(images, rt, 0)
+        images = rt.check_images(images)
+        totals: dict[tuple[int, str, int, int], dict[str, float]] = defaultdict(lambda: dict.fromkeys(TACTICS, 0.0))
+        samples: dict[tuple[int, str, int, int], int] = defaultdict(int)
+        plan = [(b, i) for b in batch_sizes for i in range(0, max(len(images) - b + 1, 1), b)]
+        for done, (b, start) in enumerate(plan):
+            if progress:
+                progress(f"batch size {b}", done, len(plan))
+            batch = images[start : start + b]
+            if len(batch) < b:  # fewer images than the batch size: repeat them
+                batch = np.resize(batch, (b, *batch.shape[1:]))
+
+            def visit(block: int, x: np.ndarray, layer: np.ndarray, heads: np.ndarray, tokens: np.ndarray, b: int = b) -> None:
+                if block not in cfg.head_select:
+                    return
+                kept = heads.sum(axis=1)
+                stage_tokens = {"attn": tokens, "mlp": tokens if cfg.token_with_mlp else np.ones_like(tokens)}
+                for s, stage in enumerate(STAGES):
+                    for k in np.unique(kept[layer[:, s] & (kept > 0)]):
+                        active = layer[:, s] & (kept == k)
+                        key = (block, stage, int(k), b)
+                        best = _time_tactics(rt, block, stage, x, active, heads, stage_tokens[stage], reps)
+                        for tactic, seconds in best.items():
+                            totals[key][tactic] += seconds
+                        samples[key] += int(active.sum())
+
+            rt.walk(batch, visit, budget)
+        if progress:
+            progress("done", len(plan), len(plan))
+        timings = [
+            Timing(*key, ms={t: totals[key][t] * 1e3 / samples[key] for t in TACTICS}, samples=samples[key])
+            for key in sorted(totals)
+        ]
+        table = TacticTable(rt.backend.fingerprint(), rt.precision, timings)
+    return table, write_table(bundle, table)
+
+
+def _time_tactics(rt, block, stage, x, active, heads, tokens, reps) -> dict[str, float]:
+    """The fastest of ``reps`` runs of each tactic on ``x``'s ``active`` samples, tactics alternating."""
+    best = dict.fromkeys(TACTICS, float("inf"))
+    for rep in range(reps + 1):  # the first round loads each graph's session: not timed
+        for tactic in TACTICS:
+            masked = {s: np.full(len(x), tactic == "masked") for s in STAGES}
+            y = x.copy()
+            t0 = time.perf_counter()
+            rt.run_stages(block, (stage,), y, active, heads, tokens, masked, RoutingStats())
+            if rep:
+                best[tactic] = min(best[tactic], time.perf_counter() - t0)
+    return best

@@ -1,0 +1,167 @@
+"""Tactics (``runtime/tactics.py``): every tactic exact, the tuner's table written, read and used."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from adavit_deploy.cli import app
+from adavit_deploy.errors import BundleError, ConfigError
+from adavit_deploy.export import export_bundle
+from adavit_deploy.model import load_model
+from adavit_deploy.runtime import load_bundle
+from adavit_deploy.runtime.routing import route
+from adavit_deploy.runtime.tactics import FILE, TACTICS, TacticTable, Timing, read_tables, write_table
+from adavit_deploy.tuner import tune
+from checks import cli_error, one_line
+
+
+@pytest.fixture(scope="module")
+def fixture_bundle(load_reference_case, tmp_path_factory):
+    """``fixture_bundle(name)``: (reference case, its exported bundle), exported once per module."""
+    made = {}
+
+    def get(name: str):
+        if name not in made:
+            case = load_reference_case(name)
+            made[name] = case, export_bundle(case.checkpoint, tmp_path_factory.mktemp(name) / "bundle")
+        return made[name]
+
+    return get
+
+
+@pytest.fixture
+def tunable(half_gmacs_bundle, tmp_path):
+    """A private copy of the ~50% GMACs bundle (tuning writes into it)."""
+    return shutil.copytree(half_gmacs_bundle, tmp_path / "bundle")
+
+
+@pytest.mark.parametrize("batch", [8, 1])
+@pytest.mark.parametrize("tactic", TACTICS)
+def test_reference_fixtures_are_exact_under_each_tactic(fixture_bundle, fixture_name, tactic, batch):
+    """Decisions identical and logits within 1e-4 of the reference, with either tactic forced on every stage."""
+    case, bundle = fixture_bundle(fixture_name)
+    with load_bundle(bundle, tactic=tactic) as rt:
+        res = rt.infer(case.images, batch_size=batch)
+        has_heads = bool(rt.cfg.head_select)
+    np.testing.assert_allclose(res.logits, case.logits, atol=1e-4)
+    for key, want in case.decisions.items():
+        np.testing.assert_array_equal(getattr(res, key), want, err_msg=key)
+    if has_heads:
+        assert res.routing.tactics.get(tactic, 0) > 0, res.routing.tactics
+        masked_paths = [p for p in res.routing.paths if p.endswith(":masked")]
+        assert bool(masked_paths) == (tactic == "masked")
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [{}, {"ada_token_with_mlp": False}, {"keep_layers": 2, "ada_token_start_layer": 1, "norm_policy": True}, {"ada_token": False}],
+    ids=["full", "tokens-msa-only", "keep2-normpolicy", "no-tokens"],
+)
+def test_masked_tactic_matches_pytorch_for_every_layout(make_checkpoint, images, tmp_path, flags):
+    ckpt = make_checkpoint(**flags)
+    model, _ = load_model(ckpt)
+    x = images(model.cfg, batch=6, seed=5)
+    with torch.no_grad():
+        ref = model(x)
+    with load_bundle(export_bundle(ckpt, tmp_path / "b"), tactic="masked") as rt:
+        res = rt.infer(x.numpy())
+    np.testing.assert_allclose(res.logits, ref.logits.numpy(), atol=1e-4)
+    for key in ("head_select", "layer_select", "token_select"):
+        np.testing.assert_array_equal(getattr(res, key), getattr(ref, key).numpy(), err_msg=key)
+    assert res.routing.tactics["masked"] > 0
+
+
+def test_masked_samples_of_different_head_sets_share_one_call():
+    heads = np.array([[1, 0, 1], [0, 1, 1], [1, 0, 1]], bool)
+    tokens = np.ones((3, 5), bool)
+    active = np.ones(3, bool)
+    assert len(route(active, heads, tokens)) == 2  # gather: one call per head set
+    everything_masked = np.ones((3, 1), bool)
+    (group,) = route(active, heads, tokens, everything_masked)
+    assert sorted(group.samples) == [0, 1, 2]
+
+
+def _machine(rt) -> dict:
+    return rt.backend.fingerprint()
+
+
+def test_mixed_tactics_in_one_batch_give_the_gather_results(tunable):
+    """A table choosing masked for some kept-head counts and gather for others: both run in one batch, same results."""
+    x = np.random.default_rng(3).standard_normal((4, 3, 32, 32), dtype=np.float32)
+    with load_bundle(tunable, tactic="gather") as rt:
+        want = rt.infer(x)
+        cfg, machine = rt.cfg, _machine(rt)
+    timings = [
+        Timing(b, stage, k, 4, {"gather": 1.0, "masked": 0.5 if k % 2 else 2.0}, 1)
+        for b in cfg.head_select for stage in ("attn", "mlp") for k in range(1, cfg.num_heads + 1)
+    ]  # fmt: skip
+    write_table(tunable, TacticTable(machine, "fp32", timings))
+    with load_bundle(tunable) as rt:
+        assert rt.tactics is not None
+        got = rt.infer(x)
+    assert set(got.routing.tactics) == {"gather", "masked"}, got.routing.tactics
+    np.testing.assert_allclose(got.logits, want.logits, atol=1e-5)
+    for key in ("head_select", "layer_select", "token_select"):
+        np.testing.assert_array_equal(getattr(got, key), getattr(want, key), err_msg=key)
+
+
+def test_tune_writes_a_table_the_runtime_uses(tunable):
+    table, path = tune(tunable, (1, 4), threads=1, reps=1)
+    assert path == tunable / FILE
+    doc = json.loads(path.read_text())
+    assert doc["schema"] == "adavit-deploy/tactics" and doc["schema_version"] == 1
+    (stored,) = read_tables(tunable).values()
+    assert stored.machine["cpu"] and stored.machine["threads"] == 1 and stored.machine["backend"] == "ort"
+    with load_bundle(tunable, threads=1) as rt:
+        head_blocks = set(rt.cfg.head_select)
+        assert rt.tactics is not None and rt.tactics.timings == stored.timings
+    assert {t.batch_size for t in stored.timings} == {1, 4}
+    assert {t.block for t in stored.timings} <= head_blocks and {t.stage for t in stored.timings} == {"attn", "mlp"}
+    for t in stored.timings:
+        assert set(t.ms) == set(TACTICS) and all(v > 0 for v in t.ms.values()) and t.samples > 0
+        assert t.tactic == min(t.ms, key=t.ms.get)
+    rows = table.summary()
+    assert sum(r["blocks"] for r in rows) == len(stored.timings)
+
+
+def test_a_table_from_another_machine_is_ignored_with_a_warning(tunable):
+    with load_bundle(tunable, threads=1) as rt:
+        machine = _machine(rt)
+    write_table(tunable, TacticTable({**machine, "cpu": "another CPU"}, "fp32", [Timing(1, "attn", 1, 1, {"gather": 1.0, "masked": 0.1}, 1)]))
+    with pytest.warns(UserWarning, match="tuned on another machine .*cpu"):
+        rt = load_bundle(tunable, threads=1)
+    with rt:
+        assert rt.tactics is None
+
+
+def test_bad_tactics_and_tables_are_one_line_errors(tunable):
+    with pytest.raises(BundleError) as e:
+        load_bundle(tunable, tactic="fastest")
+    one_line(e, "unknown tactic 'fastest'", "gather, masked")
+    (tunable / FILE).write_text("{not json")
+    with pytest.raises(BundleError) as e:
+        load_bundle(tunable)
+    one_line(e, "not a valid tactics file", "adavit-deploy tune")
+    (tunable / FILE).write_text(json.dumps({"schema": "adavit-deploy/tactics", "schema_version": 9, "tables": {}}))
+    with pytest.raises(BundleError) as e:
+        load_bundle(tunable)
+    one_line(e, "version 9 is not 1", "adavit-deploy tune")
+    with pytest.raises(ConfigError) as e:
+        tune(tunable, "0,4")
+    one_line(e, "--batch-sizes")
+
+
+def test_cli_tune_prints_the_choices_and_writes_the_file(tunable):
+    result = CliRunner().invoke(app, ["tune", str(tunable), "--batch-sizes", "1,2", "--threads", "1", "--reps", "1"])
+    assert result.exit_code == 0, result.output
+    assert "ms per sample, per tactic" in result.output and "picked" in result.output
+    assert f"wrote {tunable / FILE}" in result.output.replace("\n", "")
+    assert (tunable / FILE).is_file()
+    cli_error(CliRunner().invoke(app, ["tune", str(tunable), "--batch-sizes", "x"]), "--batch-sizes 'x'")
+    cli_error(CliRunner().invoke(app, ["tune", str(tunable / "nope")]), "no such bundle directory")
