@@ -264,7 +264,6 @@ def infer(
     precision: Precision = "fp32",
 ) -> None:
     """Run the adaptive runtime: each input takes its own pruned path; prints the top-5 or writes --output."""
-    from .classes import class_names, top_k
     from .inputs import load_inputs
     from .runtime import load_bundle
 
@@ -277,10 +276,7 @@ def infer(
         result = runtime.infer(images, batch_size=batch_size)
         if output:
             result.save(output)
-            console.print(f"wrote {escape(str(output))}: {len(labels)} inputs, mean {result.gmacs.mean():.4g} GMACs")
-            return
-    top, probs = top_k(result.logits, 5)
-    render.print_predictions(console, labels, top, probs, result.gmacs, class_names(runtime.cfg.num_classes))
+    render.print_inference(console, labels, result, runtime.cfg.num_classes, output)
 
 
 @app.command(cls=LiteralHelpCommand)
@@ -556,8 +552,7 @@ def triton_repo(
     options = _repository_options(name, max_batch, queue_delay_us, instances, threads, backend, budget, precision, with_dense)
     with _errors():
         path = write_repository(bundle, out, options, overwrite=overwrite)
-    models = [name] + ([name + "_dense"] if with_dense else [])
-    console.print(f"[green]repository written:[/] {escape(str(path))} (models: {escape(', '.join(models))})")
+    render.print_repository(console, path, [name] + ([name + "_dense"] if with_dense else []))
 
 
 @app.command(cls=LiteralHelpCommand)

@@ -9,14 +9,14 @@ prints the reduced-precision sentences of ``export`` and ``bench`` alike.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
-import numpy as np
 from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from .classes import class_names, top_k
 from .parity import parity_sentence, pytorch_parity_sentence
 
 
@@ -65,14 +65,22 @@ def print_export(console: Console, path: Path, manifest) -> None:
     print_vs_fp32(console, parity.get("vs_fp32", {}))
 
 
-def print_predictions(
-    console: Console, labels: Sequence[str], top: np.ndarray, probs: np.ndarray, gmacs: np.ndarray, name: Callable[[int], str]
-) -> None:
-    """``infer``: per input, its top classes with their probabilities (``classes.top_k``) and its GMACs."""
+def print_inference(console: Console, labels: Sequence[str], result, num_classes: int, saved: Path | None) -> None:
+    """``infer``: where the outputs were saved, or per input its top-5 classes (``classes.top_k``) and its GMACs."""
+    if saved:
+        console.print(f"wrote {escape(str(saved))}: {len(labels)} inputs, mean {result.gmacs.mean():.4g} GMACs")
+        return
+    top, probs = top_k(result.logits, 5)
+    name = class_names(num_classes)
     table = Table("input", "top-5 (probability)", "GMACs")
-    for label, classes, p, g in zip(labels, top, probs, gmacs):
+    for label, classes, p, g in zip(labels, top, probs, result.gmacs):
         table.add_row(escape(label), escape(", ".join(f"{name(c)} ({q:.2f})" for c, q in zip(classes, p))), f"{g:.4g}")
     console.print(table)
+
+
+def print_repository(console: Console, path: Path, models: list[str]) -> None:
+    """``triton-repo``: where the repository went and the models it serves."""
+    console.print(f"[green]repository written:[/] {escape(str(path))} (models: {escape(', '.join(models))})")
 
 
 def print_evaluation(console: Console, rows: Sequence, dense_top1: float, source: str) -> None:

@@ -6,7 +6,7 @@ Makes (once) a random-weight checkpoint of ``--arch`` (``deit_s``: Ada-DeiT-S,
 exports it (once) to ``benchmarks/.work/`` with INT8 graphs calibrated on 32
 seeded normal images (a different seed from bench's inputs), then runs
 ``adavit-deploy bench`` on that bundle: the measurement itself lives in
-``adavit_deploy/bench.py``. Every other option goes to ``bench``
+``adavit_deploy/bench/``. Every other option goes to ``bench``
 (``adavit-deploy bench --help``); by default the engines are
 ``adaptive,dense`` (issue 3's comparison); ``--engines adaptive,adaptive.int8``
 gives issue 5's.
