@@ -12,7 +12,7 @@ def test_top_k_is_softmax_most_probable_first():
     logits = np.array([[0.0, np.log(3.0), np.log(6.0)], [1000.0, 0.0, 1000.0 - np.log(3.0)]], np.float32)  # large: no overflow
     top, probs = top_k(logits, 2)
     assert top.tolist() == [[2, 1], [0, 2]]
-    np.testing.assert_allclose(probs, [[0.6, 0.3], [0.75, 0.25]], rtol=1e-6)
+    np.testing.assert_allclose(probs, [[0.6, 0.3], [0.75, 0.25]], rtol=1e-4)  # float32 spacing at 1000: 6e-5
     top, probs = top_k(logits, 5)  # k above the class count: every class
     assert top.shape == probs.shape == (2, 3)
     np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-6)
