@@ -148,7 +148,7 @@ class Manifest:
     source: dict[str, Any] = field(default_factory=dict)
     parity: dict[str, Any] = field(default_factory=dict)
     budgets: dict[str, Budget] = field(default_factory=dict)
-    calibration: dict[str, Any] = field(default_factory=dict)  # summary; the full record is calibration.json
+    calibration: dict[str, Any] = field(default_factory=dict)  # what the budgets were calibrated on (calibration/data.py)
 
     def __post_init__(self) -> None:
         self.budgets.setdefault(NATIVE, Budget(self.model.thresholds))
@@ -300,7 +300,7 @@ def check_graphs(manifest: Manifest, where: str) -> None:
     Each fp32 graph of ``graphs(config)`` must be there with that graph's
     signature, and so must its variant at every precision the bundle has
     (the fp32 graph itself where the graph stays float); nothing else but
-    ``constants`` (and ``calibration``). An edited head count, depth or a
+    ``constants`` (and ``calibration``: bundles that kept the record in a file). An edited head count, depth or a
     graph recorded under another graph's name fails here.
     """
     cfg, arts = manifest.model, manifest.artifacts

@@ -12,15 +12,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Iterator, Optional
 
-import numpy as np
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 from typer.core import TyperCommand, TyperGroup
 
-from . import __version__
-from .atomic import atomic_file, check_writable
+from . import __version__, render
+from .atomic import check_writable
 from .errors import AdaViTDeployError
 
 
@@ -170,13 +168,7 @@ def info(
     if json_out:
         print(json.dumps(report, indent=2))
         return
-    table = Table(title=escape(str(checkpoint)), show_header=False)
-    for section in ("architecture", "flags", "thresholds"):
-        for key, value in report[section].items():
-            table.add_row(f"{section}.{key}", escape(str(value)))
-    for key in ("kind", "parameters", "dense_gmacs"):
-        table.add_row(key, escape(str(report[key])))
-    console.print(table)
+    render.print_info(console, checkpoint, report)
 
 
 @app.command(cls=LiteralHelpCommand)
@@ -249,26 +241,8 @@ def export(
             **_overrides(num_heads, token_with_mlp, head_threshold, layer_threshold, token_threshold),
         )
     from .bundle import read_manifest
-    from .cost import dense_gmacs
-    from .parity import EXACT, parity_sentence
 
-    manifest = read_manifest(path, verify=False)
-    parity, dense = manifest.parity, dense_gmacs(manifest.model)
-    console.print(f"[green]bundle written:[/] {escape(str(path))}")
-    console.print(
-        f"{parity_sentence('parity vs PyTorch', parity, EXACT)}; "
-        f"mean {parity['mean_gmacs']:.4g} GMACs ({parity['mean_gmacs'] / dense:.0%} of dense {dense:.4g})",
-        highlight=False,
-    )
-    if manifest.calibration:
-        table = Table("budget", "head / layer / token thresholds", "GMACs (calibration set)", "search", box=None)
-        for name, b in manifest.budgets.items():
-            t = b.thresholds
-            how = b.search.get("mix", b.search.get("method", ""))
-            table.add_row(escape(name), f"{t.head:.3f} / {t.layer:.3f} / {t.token:.3f}", f"{b.gmacs_fraction:.1%} of dense", how)
-        console.print(table)
-    for precision, p in parity.get("vs_fp32", {}).items():
-        console.print(parity_sentence(f"{precision} vs fp32", p), highlight=False)
+    render.print_export(console, path, read_manifest(path, verify=False))
 
 
 @app.command(cls=LiteralHelpCommand)
@@ -302,16 +276,7 @@ def infer(
         result = runtime.infer(images, batch_size=batch_size)
         if output:
             result.save(output)
-            console.print(f"wrote {escape(str(output))}: {len(labels)} inputs, mean {result.gmacs.mean():.4g} GMACs")
-            return
-    names = _class_names(runtime.cfg.num_classes)
-    table = Table("input", "top-5 (probability)", "GMACs")
-    probs = np.exp(result.logits - result.logits.max(1, keepdims=True))
-    probs /= probs.sum(1, keepdims=True)
-    for label, p, g in zip(labels, probs, result.gmacs):
-        top = np.argsort(-p)[:5]
-        table.add_row(escape(label), escape(", ".join(f"{names(i)} ({p[i]:.2f})" for i in top)), f"{g:.4g}")
-    console.print(table)
+    render.print_inference(console, labels, result, runtime.cfg.num_classes, output)
 
 
 @app.command(cls=LiteralHelpCommand)
@@ -331,8 +296,7 @@ def inspect(
     with _errors():
         _own_onnxruntime("ort", threads)
         paths = inspect_bundle(bundle, images, out, threads=threads, budget=budget, grid=grid)
-    for path in paths:
-        console.print(f"wrote {escape(str(path))}")
+    render.print_written(console, *paths)
 
 
 @app.command(cls=LiteralHelpCommand)
@@ -355,13 +319,13 @@ def evaluate(
     """Top-1 accuracy and mean GMACs at each budget and precision of a bundle, on labelled images."""
     from .bundle import resolve_bundle
     from .evaluate import evaluate as run_evaluate
-    from .evaluate import labelled_data, plot_tradeoff, to_json
-    from .visualize import pyplot
+    from .evaluate import labelled_data, save_json
+    from .plots import plot_tradeoff, require_plotting
 
     with _errors(), console.status("evaluating") as status:
         _own_onnxruntime("ort", threads)
         if plot:
-            pyplot()  # the install hint now, not after the run
+            require_plotting()  # the install hint now, not after the run
         for path, what in ((json_out, "--json"), (plot, "--plot")):
             if path:
                 check_writable(path, what)
@@ -377,21 +341,11 @@ def evaluate(
             progress=lambda msg: status.update(f"evaluating: {msg}"),
         )
         if json_out:
-            with atomic_file(json_out, "--json") as tmp:
-                tmp.write_text(json.dumps(to_json(rows, dense_top1, source), indent=2) + "\n")
+            save_json(json_out, rows, dense_top1, source)
         if plot:
             plot_tradeoff(rows, dense_top1, f"{bundle.name} on {source}", plot)
-    table = Table("budget", "precision", "top-1", "GMACs", "of dense", "top-1 = fp32", "decisions = fp32", title=escape(source))
-    for r in rows:
-        table.add_row(
-            escape(r.budget), r.precision, f"{r.top1:.2%}", f"{r.gmacs_mean:.4g}", f"{r.gmacs_fraction:.1%}",
-            f"{r.top1_agreement_vs_fp32:.2%}", f"{r.decision_agreement_vs_fp32:.3%}",
-        )  # fmt: skip
-    table.add_row("dense graph", "fp32", f"{dense_top1:.2%}", "", "100%", "", "")
-    console.print(table)
-    for path in (json_out, plot):
-        if path:
-            console.print(f"wrote {escape(str(path))}")
+    render.print_evaluation(console, rows, dense_top1, source)
+    render.print_written(console, json_out, plot)
 
 
 @app.command("build-trt", cls=LiteralHelpCommand)
@@ -491,6 +445,10 @@ def bench(
         bool, typer.Option("--memory/--no-memory", help="Measure each engine's peak RSS in a child process.")
     ] = True,
     qk_scale: QkScale = None,
+    tactic: Annotated[
+        Optional[str],
+        typer.Option(help="Force one tactic on the adaptive engines: gather or masked [default: the bundle's tuned choice].", show_default=False),
+    ] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the report as JSON (docs/bench.md).")] = None,
     plot: Annotated[
         Optional[Path], typer.Option("--plot", help="Write a PNG: throughput per engine, GMACs per image.")
@@ -517,7 +475,7 @@ def bench(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from .bench import bench as run_bench
-    from .bench import plot_report, require_plotting
+    from .plots import plot_report, require_plotting
 
     with _errors():
         if plot:
@@ -541,16 +499,16 @@ def bench(
                 engines=engines,
                 memory=memory,
                 qk_scale=qk_scale,
+                tactic=tactic,
                 progress=lambda what, done, total: bar.update(task, description=what, completed=done, total=total or None),
             )
         if json_out:
             report.save(json_out)
         if plot:
             plot_report(report, plot)
-    _print_bench(report)
-    for path in (json_out, plot):
-        if path:
-            console.print(f"wrote {escape(str(path))}")
+    render.print_bench(console, report)
+    render.print_written(console, json_out, plot)
+
 
 
 @app.command(cls=LiteralHelpCommand)
@@ -596,76 +554,8 @@ def tune(
                 bundle, sizes, budget=budget, precision=precision, backend=backend, threads=threads, images=images,
                 reps=reps, progress=lambda what, done, total: bar.update(task, description=f"tuning: {what}", completed=done, total=total),
             )  # fmt: skip
-    out = Table("batch", "stage", "kept heads", "blocks", "gather", "masked", "picked", title="ms per sample, per tactic")
-    for r in table.summary():
-        ms, picked = r["ms_per_sample"], r["picked"]
-        out.add_row(
-            str(r["batch_size"]), r["stage"], str(r["kept_heads"]), str(r["blocks"]), f"{ms['gather']:.3f}", f"{ms['masked']:.3f}",
-            ", ".join(f"{t} {n}" for t, n in picked.items() if n),
-        )  # fmt: skip
-    console.print(out)
-    console.print(f"wrote {escape(str(path))}")
-
-
-def _print_bench(report) -> None:
-    from rich import box
-
-    from .bench import times
-    from .parity import EXACT, parity_sentence
-
-    s, env = report.settings, report.environment
-    target = report.target
-    if target["embedded_default"]:
-        console.print("no checkpoint given: benchmarking the embedded demo model (AdaViT trained on digits)")
-    title = f"{target['input'] or target['source_checkpoint']}: {target['model']}"
-    table = Table(title=escape(title), box=box.SIMPLE_HEAD, pad_edge=False)
-    table.add_column("engine", no_wrap=True)
-    for column in ("batch", "p50 ms", "p99 ms", "img/s", "vs dense", "GMACs", "peak MiB"):
-        table.add_column(column, justify="right")
-    for r in report.results:
-        dense = report.result("dense", r["batch_size"])
-        peak = r["peak_rss_mib"]
-        table.add_row(
-            escape(r["engine"]),
-            str(r["batch_size"]),
-            f"{r['latency_ms']['p50']:.2f}",
-            f"{r['latency_ms']['p99']:.2f}",
-            f"{r['throughput_ips']:.1f}",
-            times(dense["latency_ms"]["p50"] / r["latency_ms"]["p50"]) if dense else "-",
-            f"{r['gmacs_mean']:.3g}",
-            "-" if peak is None else f"{peak:.0f}",
-        )
-    console.print(table)
-    for c in report.comparisons:
-        if c["speedup_vs_dense"] is not None:
-            line = (
-                f"batch {c['batch_size']}: adaptive {times(c['speedup_vs_dense'])} dense "
-                f"for {times(c['flops_ratio'])} fewer GMACs: efficiency {c['efficiency']:.2f}"
-            )
-            if c["reference_speedup_vs_dense"] is not None:
-                line += f"; reference (masked PyTorch) {times(c['reference_speedup_vs_dense'])} dense"
-            console.print(line, highlight=False)
-        for engine, ratio in c.get("speedup_vs_fp32", {}).items():
-            console.print(f"batch {c['batch_size']}: {engine} {times(ratio)} its fp32 self", highlight=False)
-    if report.parity:
-        console.print(parity_sentence("parity vs PyTorch", report.parity, EXACT), highlight=False)
-    for engine, p in report.precision_parity.items():
-        console.print(parity_sentence(f"{engine} vs fp32", p), highlight=False)
-    for engine, reason in report.skipped.items():
-        console.print(f"[yellow]{engine} skipped:[/] {escape(reason)}")
-    for r in report.routing["by_batch_size"]:
-        console.print(
-            f"routing, batch {r['batch_size']}: {r['graph_calls_per_batch']:.1f} graph calls/batch, "
-            f"{r['inputs_per_graph_call']:.2f} inputs/call, {r['padding_waste']:.1%} padding",
-            highlight=False,
-        )
-    versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items())
-    console.print(
-        f"{s['images']['count']} inputs ({escape(s['images']['source'])}); backend {s['backend']}, {s['threads']} threads, "
-        f"{escape(env['cpu'])}; {versions}",
-        highlight=False,
-    )
-
+    render.print_tactics(console, table)
+    render.print_written(console, path)
 
 # -- Triton Inference Server (adavit_deploy/serving/) -----------------------------
 ServeName = Annotated[str, typer.Option(help="Model name in the repository (the dense one gets '_dense' appended).")]
@@ -714,8 +604,7 @@ def triton_repo(
     options = _repository_options(name, max_batch, queue_delay_us, instances, threads, backend, budget, precision, with_dense)
     with _errors():
         path = write_repository(bundle, out, options, overwrite=overwrite)
-    models = [name] + ([name + "_dense"] if with_dense else [])
-    console.print(f"[green]repository written:[/] {escape(str(path))} (models: {escape(', '.join(models))})")
+    render.print_repository(console, path, [name] + ([name + "_dense"] if with_dense else []))
 
 
 @app.command(cls=LiteralHelpCommand)
@@ -765,8 +654,6 @@ def serve(
 def _bench_url(url: str, protocol: str, concurrency: str, duration: float, images: Optional[Path], model: str,
                metrics_port: int, json_out: Optional[Path]) -> None:  # fmt: skip
     """``bench --url``: load a Triton server (adavit_deploy/serving/load.py) and print its table."""
-    from rich import box
-
     from .serving.load import run_load
 
     metrics_url = f"http://{url.rsplit(':', 1)[0]}:{metrics_port}/metrics"
@@ -775,41 +662,8 @@ def _bench_url(url: str, protocol: str, concurrency: str, duration: float, image
                           progress=lambda what, done, total: status.update(f"[{done + 1}/{total}] {escape(what)}"))  # fmt: skip
         if json_out:
             report.save(json_out)
-    table = Table(title=escape(f"{url} ({protocol}), one image per request"), box=box.SIMPLE_HEAD, pad_edge=False)
-    table.add_column("model", no_wrap=True)
-    for column in ("clients", "img/s", "p50 ms", "p90 ms", "p99 ms", "server batch", "errors"):
-        table.add_column(column, justify="right")
-    for r in report.results:
-        lat = r["latency_ms"]
-        table.add_row(
-            escape(r["model"]), str(r["concurrency"]), f"{r['throughput_ips']:.1f}",
-            *(f"{lat[k]:.1f}" if lat else "-" for k in ("p50", "p90", "p99")),
-            f"{r['server_batch_mean']:.2f}" if r["server_batch_mean"] else "-", str(r["errors"]),
-        )  # fmt: skip
-    console.print(table)
-    for c in report.comparisons:
-        if c["adaptive_vs_dense_throughput"]:
-            console.print(f"{c['concurrency']} clients: adaptive {c['adaptive_vs_dense_throughput']:.2f}x the dense throughput")
-    for r in report.results:
-        for message in r["error_samples"]:
-            console.print(f"[yellow]{escape(r['model'])} error:[/] {escape(message)}")
-    if json_out:
-        console.print(f"wrote {json_out}")
-
-
-def _class_names(num_classes: int):
-    """ImageNet's class names for 1000 classes where timm is installed (the export extra), else indices."""
-    info = None
-    if num_classes == 1000:
-        try:
-            from timm.data import ImageNetInfo
-
-            info = ImageNetInfo()
-        except ImportError:  # a lean inference install
-            pass
-    if info is None:
-        return lambda i: f"class {int(i)}"
-    return lambda i: info.index_to_description(int(i)).split(",")[0]
+    render.print_server_bench(console, url, protocol, report)
+    render.print_written(console, json_out)
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ same budget.
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -130,31 +131,9 @@ def to_json(rows: list[EvalRow], dense_top1: float, data: str) -> dict:
     return {"data": data, "dense_top1": dense_top1, "rows": [asdict(r) for r in rows]}
 
 
-def plot_tradeoff(rows: list[EvalRow], dense_top1: float, title: str, path: str | Path) -> Path:
-    """Top-1 against mean GMACs (share of dense), one marker per precision, budgets labelled."""
-    from .visualize import pyplot
-
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(7.5, 5))
-    # shrinking markers: where precisions agree the points coincide, and all stay visible
-    markers = {"fp32": ("o", "#1b9e77", 13), "fp16": ("s", "#7570b3", 9), "int8": ("^", "#d95f02", 6)}
-    for precision in dict.fromkeys(r.precision for r in rows):
-        sel = sorted((r for r in rows if r.precision == precision), key=lambda r: r.gmacs_fraction)
-        marker, color, size = markers.get(precision, ("x", "black", 8))
-        ax.plot([r.gmacs_fraction * 100 for r in sel], [r.top1 * 100 for r in sel], marker=marker, color=color,
-                label=precision, alpha=0.85, ms=size, lw=1.5)  # fmt: skip
-        if precision == "fp32":
-            for r in sel:
-                ax.annotate(r.budget, (r.gmacs_fraction * 100, r.top1 * 100), xytext=(6, -12), textcoords="offset points")
-    ax.scatter([100], [dense_top1 * 100], marker="*", s=160, color="black", label="dense graph", zorder=3)
-    ax.set_xlabel("mean GMACs, % of dense")
-    ax.set_ylabel("top-1 accuracy, %")
-    ax.set_title(title, fontsize=11)
-    ax.grid(alpha=0.3)
-    ax.legend(frameon=False, loc="lower right")
-    fig.tight_layout()
+def save_json(path: str | Path, rows: list[EvalRow], dense_top1: float, data: str) -> Path:
+    """Write ``to_json``'s table to ``path``, atomically."""
     path = Path(path)
-    with atomic_file(path, "--plot") as tmp:
-        fig.savefig(tmp, dpi=120)
-    plt.close(fig)
+    with atomic_file(path, "--json") as tmp:
+        tmp.write_text(json.dumps(to_json(rows, dense_top1, data), indent=2) + "\n")
     return path

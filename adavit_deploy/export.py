@@ -6,7 +6,8 @@ head axes), ``head``, and ``dense`` (the baseline). ``constants.npz`` holds
 what a block adds when every head is dropped.
 
 With a calibration set, export also finds the thresholds of each budget
-(``calibration/budgets.py``) and writes ``calibration.json``; ``fp16`` and
+(``calibration/budgets.py``) and records what they were calibrated on in the
+manifest (``calibration``); ``fp16`` and
 ``int8`` add a variant of every graph (``<graph>.fp16`` / ``<graph>.int8``),
 each checked against the fp32 graphs on the calibration images.
 
@@ -17,7 +18,6 @@ static modules, it exports each in ~0.1 s where the dynamo exporter takes
 
 from __future__ import annotations
 
-import json
 import platform
 import warnings
 from contextlib import ExitStack
@@ -231,7 +231,8 @@ def export_bundle(
                 "onnx": onnx.__version__,
                 "python": platform.python_version(),
             },
-            source={"checkpoint": str(checkpoint), "sha256": sha256(checkpoint), "kind": ckpt.kind},
+            # absolute: bench's reference engine finds it from any working directory
+            source={"checkpoint": str(checkpoint.resolve()), "sha256": sha256(checkpoint), "kind": ckpt.kind},
         )
         step("checking parity")
         if parity_images is None:
@@ -242,10 +243,7 @@ def export_bundle(
         if calib is not None:
             step(f"calibrating budgets {', '.join(names)} on {len(calib.images)} images")
             manifest.budgets, stats = calibrate_budgets(runtime, calib.images, names, progress=step)
-            record = {"schema": "adavit-deploy/calibration", "schema_version": 1, **calib.record, "budgets": stats}
-            (stage / "calibration.json").write_text(json.dumps(record, indent=2))
-            manifest.artifacts["calibration"] = Artifact("calibration.json", sha256(stage / "calibration.json"))
-            manifest.calibration = {"file": "calibration.json", "source": calib.record["source"], "count": len(calib.images)}
+            manifest.calibration = {**calib.record, "budgets": stats}
         check = calib.images if calib is not None else parity_images
         fp32 = runtime.infer(check, batch_size=32) if fp16 or int8 else None
         for precision, wanted in (("fp16", fp16), ("int8", int8)):

@@ -86,3 +86,8 @@ def parity_sentence(what: str, report: dict[str, Any], tolerances: Tolerances | 
         line += f", mean {report['mean_abs_logit_diff']:.2e}"
     bad = failures(report, tolerances) if tolerances is not None else []
     return line + (f" (OUTSIDE tolerance: {'; '.join(bad)})" if bad else "")
+
+
+def pytorch_parity_sentence(report: dict[str, Any]) -> str:
+    """The runtime against the PyTorch model at ``EXACT`` tolerances, as ``export`` and ``bench`` write it."""
+    return parity_sentence("parity vs PyTorch", report, EXACT)

@@ -8,7 +8,7 @@ seeded normal images (a different seed from bench's inputs), tunes its
 tactics on this machine for batch sizes 1 and 16, fp32 and int8 (once per
 machine: ``adavit-deploy tune``), then runs
 ``adavit-deploy bench`` on that bundle: the measurement itself lives in
-``adavit_deploy/bench.py``. Every other option goes to ``bench``
+``adavit_deploy/bench/``. Every other option goes to ``bench``
 (``adavit-deploy bench --help``); by default the engines are
 ``adaptive,dense`` (issue 3's comparison); ``--engines adaptive,adaptive.int8``
 gives issue 5's.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 from typer.testing import CliRunner
@@ -46,6 +48,16 @@ def test_out_must_be_png(setup, tmp_path):
         inspect_bundle(bundle, [arrays], tmp_path / "policy.jpg")
 
 
+def test_out_and_matplotlib_checked_before_running(tmp_path, monkeypatch):
+    """A bundle that does not exist is never reached: the .png and the plot extra are checked first."""
+    missing, inputs = tmp_path / "no-bundle", [tmp_path / "x.npy"]
+    with pytest.raises(AdaViTDeployError, match=r"\.png"):
+        inspect_bundle(missing, inputs, tmp_path / "policy.jpg")
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    with pytest.raises(AdaViTDeployError, match=r"pip install 'adavit-deploy\[plot\]'"):
+        inspect_bundle(missing, inputs, tmp_path / "policy.png")
+
+
 def _decisions_of(bundle, images):
     from adavit_deploy.runtime import load_bundle
 
@@ -59,13 +71,14 @@ def test_strip_has_one_square_per_head_and_sub_layer(setup):
     from matplotlib.colors import to_hex
     from matplotlib.patches import Rectangle
 
-    from adavit_deploy.visualize import FIXED, RAN, SKIPPED, _decisions, _draw_strip, pyplot
+    from adavit_deploy.plots import FIXED, RAN, SKIPPED, draw_strip, pyplot
+    from adavit_deploy.visualize import block_decisions
 
     bundle, arrays = setup
     cfg, result = _decisions_of(bundle, np.load(arrays))
-    heads, layers, tokens = _decisions(cfg, result, 1)
+    heads, layers, tokens = block_decisions(cfg, result, 1)
     fig, ax = pyplot().subplots()
-    _draw_strip(ax, cfg, heads, layers, tokens, fontsize=8)
+    draw_strip(ax, cfg, heads, layers, tokens, fontsize=8)
     colors = [to_hex(p.get_facecolor()) for p in ax.patches if isinstance(p, Rectangle)]
     assert len(colors) == cfg.depth * (2 + cfg.num_heads)
     fixed = cfg.depth * (2 + cfg.num_heads) - 2 * len(cfg.layer_select) - cfg.num_heads * len(cfg.head_select)
@@ -80,12 +93,12 @@ def test_strip_has_one_square_per_head_and_sub_layer(setup):
 
 def test_dropped_patches_are_tinted_blue_kept_ones_untouched():
     from adavit_deploy.config import AdaViTConfig
-    from adavit_deploy.visualize import _draw_image, pyplot
+    from adavit_deploy.plots import draw_image, pyplot
 
     cfg = AdaViTConfig(img_size=16, patch_size=8)
     gray = np.full((3, 16, 16), 0.5, np.float32)  # normalised: the same grey before the tint everywhere
     fig, ax = pyplot().subplots()
-    _draw_image(ax, cfg, gray, np.array([1.0, 0.0, 1.0, 0.5]))
+    draw_image(ax, cfg, gray, np.array([1.0, 0.0, 1.0, 0.5]))
     shown = ax.images[0].get_array()
     kept, dropped, half = shown[0, 0], shown[0, 8], shown[8, 8]
     expected = np.clip(0.5 * np.array(cfg.preprocess.std) + np.array(cfg.preprocess.mean), 0, 1)

@@ -77,7 +77,7 @@ def specialize(cfg: AdaViTConfig, result: InferResult) -> tuple[list[int], int]:
 
 
 def describe(cfg: AdaViTConfig, result: InferResult) -> dict[str, object]:
-    """Per-block statistics of one calibration run (what ``calibration.json`` records)."""
+    """Per-block statistics of one calibration run (the manifest's ``calibration.budgets``)."""
     dense = dense_gmacs(cfg)
     return {
         "gmacs_fraction_mean": float(result.gmacs.mean() / dense),

@@ -1,6 +1,6 @@
 """Calibration sets: an image folder, an ``.npz``/``.npy`` array, or the demo's training digits.
 
-What a bundle was calibrated on is part of its record (``calibration.json``):
+What a bundle was calibrated on is part of its manifest (``calibration``):
 the source, each file with its sha256, the preprocessing, the count and the
 seed of the subset, so a budget or an INT8 scale can be traced to its images.
 """

@@ -252,8 +252,8 @@ class GraphCalibrator:
         for name, value in zip(self.names, self._session.run(self.names, feed)):
             self.amax[name] = max(self.amax.get(name, 0.0), float(np.abs(value).max()))
 
-    def quantize(self, out: Path) -> dict:
-        """Write the Q/DQ graph to ``out``; return what was quantized."""
+    def quantize(self, out: Path) -> None:
+        """Write the Q/DQ graph to ``out``."""
         if not self.observed:
             raise ValueError(f"{self.path.name}: no weight MatMul or patch Conv, or never run on the calibration set")
         model, g = self.model, self.model.graph
@@ -261,7 +261,7 @@ class GraphCalibrator:
         zero = "qdq_zero_i8"
         inits = [numpy_helper.from_array(np.array(0, np.int8), zero)]
         before: dict[str, list[onnx.NodeProto]] = {}
-        checks, report = [], []
+        checks = []
         for i, (mm, (kind, wq, sw)) in enumerate(zip(self.matmuls, layouts)):
             p = f"qdq{i}_"
             s_a = np.float32(max(self.amax[mm.a], 1e-12) / ACT_QMAX)
@@ -292,13 +292,11 @@ class GraphCalibrator:
             mm.node.input[0], mm.node.input[1] = p + "ad", p + "bd"
             before.setdefault(mm.node.output[0], []).extend(nodes)
             checks.append((mm.b, p + "bd", float(np.max(sw))))
-            report.append({"node": mm.node.name, "layout": kind, "activation_scale": float(s_a)})
         replaced: dict[str, list[onnx.NodeProto]] = {}
         for i, conv in enumerate(self.convs):
             nodes, conv_inits = _patch_matmul(model, conv, self.amax[conv.input[0]], f"qdqc{i}_")
             replaced[conv.output[0]] = nodes
             inits += conv_inits
-            report.append({"node": conv.name, "layout": "patches", "activation_scale": float(numpy_helper.to_array(conv_inits[3]))})
         spliced = []
         for n in g.node:
             spliced += before.get(n.output[0], [])
@@ -311,7 +309,6 @@ class GraphCalibrator:
         self._check(model, checks)
         self._check_convs(model)
         onnx.save(model, str(out))
-        return {"matmuls": report}
 
     def _check(self, model: onnx.ModelProto, checks: list[tuple[str, str, float]]) -> None:
         """The dequantized B equals the fp32 B within half a step, for several kept-head subsets."""

@@ -105,22 +105,6 @@ def demo_checkpoint() -> Path:
     return path
 
 
-def save_digit_images(directory: str | Path) -> list[Path]:
-    """Write the first held-out digit of each class as a PNG (the shipped ``samples/``)."""
-    from PIL import Image
-
-    split = load_digits_split()
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for label in range(10):
-        i = int(np.flatnonzero(split.test_labels == label)[0])
-        path = directory / f"digit_{label}.png"
-        Image.fromarray(split.test_canvases[i]).save(path)
-        paths.append(path)
-    return paths
-
-
 def sample_images() -> list[Path]:
     """The shipped sample digits, one per class: inputs for ``infer`` and ``inspect``."""
     return sorted(Path(str(resources.files(__package__) / "samples")).glob("digit_*.png"))

@@ -1,0 +1,40 @@
+"""Where a benchmark ran: CPU, threads, ONNX Runtime pool mode, platform, package versions."""
+
+from __future__ import annotations
+
+import os
+import platform
+from importlib import metadata
+from typing import Any
+
+from ..runtime.backends.ort import pool_mode as ort_pool_mode
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment(backend: str, threads: int) -> dict[str, Any]:
+    versions = {}
+    for pkg in ("adavit-deploy", "numpy", "onnxruntime", "onnxruntime-gpu", "onnx", "torch", "timm"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return {
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "threads": threads,
+        "backend": backend,
+        "ort_pool": ort_pool_mode() if backend.startswith("ort") else None,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "versions": versions,
+    }

@@ -1,0 +1,53 @@
+"""The benchmark's inputs: batch sizes normalised once, the input pool in memory, batches cut from it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import ConfigError
+from ..runtime import AdaptiveRuntime
+
+DEFAULT_BATCH_SIZES = (1, 16)
+#: Random inputs when no --images: at least this many, so batches differ and decisions vary.
+DEFAULT_SAMPLES = 32
+
+
+def parse_batch_sizes(value: str | int | Sequence[int]) -> tuple[int, ...]:
+    """``"1,16"`` (or ints) -> ``(1, 16)``: positive, duplicates dropped, order kept."""
+    parts = value.split(",") if isinstance(value, str) else [value] if isinstance(value, int) else list(value)
+    try:
+        sizes = [int(str(p).strip()) for p in parts]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        shown = value if isinstance(value, str) else ",".join(map(str, parts))
+        raise ConfigError(f"--batch-sizes {shown!r}: expected comma-separated integers >= 1, e.g. 1,16")
+    return tuple(dict.fromkeys(sizes))
+
+
+def load_pool(
+    images: str | Path | np.ndarray | None, rt: AdaptiveRuntime, samples: int, seed: int = 0
+) -> tuple[np.ndarray, str]:
+    """The benchmark inputs, all in memory: ``(N, C, H, W)`` float32 and where they came from."""
+    cfg = rt.cfg
+    if images is None:
+        shape = (samples, cfg.in_chans, cfg.img_size, cfg.img_size)
+        return np.random.default_rng(seed).standard_normal(shape, dtype=np.float32), f"random normal (seed {seed})"
+    if isinstance(images, np.ndarray):
+        return rt.check_images(images), "array"
+    from ..inputs import image_files, load_inputs
+
+    path = Path(images)
+    paths = image_files(path) if path.is_dir() else [path]
+    pool, _ = load_inputs(paths, cfg)
+    return pool, str(path)
+
+
+def cycled_batches(pool: np.ndarray, batch_size: int, count: int) -> list[np.ndarray]:
+    """The first ``count`` distinct batches of ``pool`` read as an endless cycle (contiguous copies)."""
+    n = len(pool)
+    distinct = n // np.gcd(n, batch_size)  # after this many batches the cycle repeats
+    return [np.ascontiguousarray(pool[(k * batch_size + np.arange(batch_size)) % n]) for k in range(min(count, distinct))]

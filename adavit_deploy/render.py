@@ -1,0 +1,188 @@
+"""How the CLI shows results: rich tables and lines, one function per command's output.
+
+The numbers come computed by the library; this module only lays them out.
+Every user-supplied string (paths, labels, names) is escaped for rich.
+Parity is written by ``parity.parity_sentence`` alone; ``print_vs_fp32``
+prints the reduced-precision sentences of ``export`` and ``bench`` alike.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+from rich import box
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from .classes import class_names, top_k
+from .parity import parity_sentence, pytorch_parity_sentence
+
+
+def print_written(console: Console, *paths: Path | None) -> None:
+    """``wrote PATH`` for each file a command wrote (``None``: not asked)."""
+    for path in paths:
+        if path:
+            console.print(f"wrote {escape(str(path))}")
+
+
+def print_vs_fp32(console: Console, reports: dict[str, dict[str, Any]]) -> None:
+    """One parity sentence per reduced-precision engine or graph set, against its fp32 self."""
+    for name, report in reports.items():
+        console.print(parity_sentence(f"{name} vs fp32", report), highlight=False)
+
+
+def print_info(console: Console, checkpoint: Path, report: dict[str, Any]) -> None:
+    """``info``: the checkpoint's summary (``summary.describe_checkpoint``) as a two-column table."""
+    table = Table(title=escape(str(checkpoint)), show_header=False)
+    for section in ("architecture", "flags", "thresholds"):
+        for key, value in report[section].items():
+            table.add_row(f"{section}.{key}", escape(str(value)))
+    for key in ("kind", "parameters", "dense_gmacs"):
+        table.add_row(key, escape(str(report[key])))
+    console.print(table)
+
+
+def print_export(console: Console, path: Path, manifest) -> None:
+    """``export``: where the bundle went, its parity vs PyTorch and cost, its budgets, its precisions vs fp32."""
+    from .cost import dense_gmacs
+
+    parity, dense = manifest.parity, dense_gmacs(manifest.model)
+    console.print(f"[green]bundle written:[/] {escape(str(path))}")
+    console.print(
+        f"{pytorch_parity_sentence(parity)}; "
+        f"mean {parity['mean_gmacs']:.4g} GMACs ({parity['mean_gmacs'] / dense:.0%} of dense {dense:.4g})",
+        highlight=False,
+    )
+    if manifest.calibration:
+        table = Table("budget", "head / layer / token thresholds", "GMACs (calibration set)", "search", box=None)
+        for name, b in manifest.budgets.items():
+            t = b.thresholds
+            how = b.search.get("mix", b.search.get("method", ""))
+            table.add_row(escape(name), f"{t.head:.3f} / {t.layer:.3f} / {t.token:.3f}", f"{b.gmacs_fraction:.1%} of dense", how)
+        console.print(table)
+    print_vs_fp32(console, parity.get("vs_fp32", {}))
+
+
+def print_inference(console: Console, labels: Sequence[str], result, num_classes: int, saved: Path | None) -> None:
+    """``infer``: where the outputs were saved, or per input its top-5 classes (``classes.top_k``) and its GMACs."""
+    if saved:
+        console.print(f"wrote {escape(str(saved))}: {len(labels)} inputs, mean {result.gmacs.mean():.4g} GMACs")
+        return
+    top, probs = top_k(result.logits, 5)
+    name = class_names(num_classes)
+    table = Table("input", "top-5 (probability)", "GMACs")
+    for label, classes, p, g in zip(labels, top, probs, result.gmacs):
+        table.add_row(escape(label), escape(", ".join(f"{name(c)} ({q:.2f})" for c, q in zip(classes, p))), f"{g:.4g}")
+    console.print(table)
+
+
+def print_repository(console: Console, path: Path, models: list[str]) -> None:
+    """``triton-repo``: where the repository went and the models it serves."""
+    console.print(f"[green]repository written:[/] {escape(str(path))} (models: {escape(', '.join(models))})")
+
+
+def print_evaluation(console: Console, rows: Sequence, dense_top1: float, source: str) -> None:
+    """``evaluate``: top-1, GMACs and agreement vs fp32 per budget and precision, then the dense graph."""
+    table = Table("budget", "precision", "top-1", "GMACs", "of dense", "top-1 = fp32", "decisions = fp32", title=escape(source))
+    for r in rows:
+        table.add_row(
+            escape(r.budget), r.precision, f"{r.top1:.2%}", f"{r.gmacs_mean:.4g}", f"{r.gmacs_fraction:.1%}",
+            f"{r.top1_agreement_vs_fp32:.2%}", f"{r.decision_agreement_vs_fp32:.3%}",
+        )  # fmt: skip
+    table.add_row("dense graph", "fp32", f"{dense_top1:.2%}", "", "100%", "", "")
+    console.print(table)
+
+
+def print_tactics(console: Console, table) -> None:
+    """``tune``'s choices: per batch size, stage and kept heads, over blocks (``TacticTable.summary``)."""
+    out = Table("batch", "stage", "kept heads", "blocks", "gather", "masked", "picked", title="ms per sample, per tactic")
+    for r in table.summary():
+        ms, picked = r["ms_per_sample"], r["picked"]
+        out.add_row(
+            str(r["batch_size"]), r["stage"], str(r["kept_heads"]), str(r["blocks"]), f"{ms['gather']:.3f}", f"{ms['masked']:.3f}",
+            ", ".join(f"{t} {n}" for t, n in picked.items() if n),
+        )  # fmt: skip
+    console.print(out)
+
+
+def print_bench(console: Console, report) -> None:
+    """``bench``: the table per engine and batch size, speed-ups, parity, skipped engines, routing, environment."""
+    from .bench.report import times
+
+    s, env = report.settings, report.environment
+    target = report.target
+    if target["embedded_default"]:
+        console.print("no checkpoint given: benchmarking the embedded demo model (AdaViT trained on digits)")
+    title = f"{target['input'] or target['source_checkpoint']}: {target['model']}"
+    table = Table(title=escape(title), box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("engine", no_wrap=True)
+    for column in ("batch", "p50 ms", "p99 ms", "img/s", "vs dense", "GMACs", "peak MiB"):
+        table.add_column(column, justify="right")
+    for r in report.results:
+        dense = report.result("dense", r["batch_size"])
+        peak = r["peak_rss_mib"]
+        table.add_row(
+            escape(r["engine"]),
+            str(r["batch_size"]),
+            f"{r['latency_ms']['p50']:.2f}",
+            f"{r['latency_ms']['p99']:.2f}",
+            f"{r['throughput_ips']:.1f}",
+            times(dense["latency_ms"]["p50"] / r["latency_ms"]["p50"]) if dense else "-",
+            f"{r['gmacs_mean']:.3g}",
+            "-" if peak is None else f"{peak:.0f}",
+        )
+    console.print(table)
+    for c in report.comparisons:
+        if c["speedup_vs_dense"] is not None:
+            line = (
+                f"batch {c['batch_size']}: adaptive {times(c['speedup_vs_dense'])} dense "
+                f"for {times(c['flops_ratio'])} fewer GMACs: efficiency {c['efficiency']:.2f}"
+            )
+            if c["reference_speedup_vs_dense"] is not None:
+                line += f"; reference (masked PyTorch) {times(c['reference_speedup_vs_dense'])} dense"
+            console.print(line, highlight=False)
+        for engine, ratio in c.get("speedup_vs_fp32", {}).items():
+            console.print(f"batch {c['batch_size']}: {engine} {times(ratio)} its fp32 self", highlight=False)
+    if report.parity:
+        console.print(pytorch_parity_sentence(report.parity), highlight=False)
+    print_vs_fp32(console, report.precision_parity)
+    for engine, reason in report.skipped.items():
+        console.print(f"[yellow]{engine} skipped:[/] {escape(reason)}")
+    for r in report.routing["by_batch_size"]:
+        console.print(
+            f"routing, batch {r['batch_size']}: {r['graph_calls_per_batch']:.1f} graph calls/batch "
+            f"({', '.join(f'{t} {n:.1f}' for t, n in r.get('calls_per_batch_by_tactic', {}).items())}), "
+            f"{r['inputs_per_graph_call']:.2f} inputs/call, {r['padding_waste']:.1%} padding",
+            highlight=False,
+        )
+    versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items())
+    console.print(
+        f"{s['images']['count']} inputs ({escape(s['images']['source'])}); backend {s['backend']}, {s['threads']} threads, "
+        f"tactics {s.get('tactic', 'default')}, "
+        f"{escape(env['cpu'])}; {versions}",
+        highlight=False,
+    )
+
+
+def print_server_bench(console: Console, url: str, protocol: str, report) -> None:
+    """``bench --url``: throughput, latency and server-side batch per model and concurrency, then errors."""
+    table = Table(title=escape(f"{url} ({protocol}), one image per request"), box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("model", no_wrap=True)
+    for column in ("clients", "img/s", "p50 ms", "p90 ms", "p99 ms", "server batch", "errors"):
+        table.add_column(column, justify="right")
+    for r in report.results:
+        lat = r["latency_ms"]
+        table.add_row(
+            escape(r["model"]), str(r["concurrency"]), f"{r['throughput_ips']:.1f}",
+            *(f"{lat[k]:.1f}" if lat else "-" for k in ("p50", "p90", "p99")),
+            f"{r['server_batch_mean']:.2f}" if r["server_batch_mean"] else "-", str(r["errors"]),
+        )  # fmt: skip
+    console.print(table)
+    for c in report.comparisons:
+        if c["adaptive_vs_dense_throughput"]:
+            console.print(f"{c['concurrency']} clients: adaptive {c['adaptive_vs_dense_throughput']:.2f}x the dense throughput")
+    for r in report.results:
+        for message in r["error_samples"]:
+            console.print(f"[yellow]{escape(r['model'])} error:[/] {escape(message)}")
