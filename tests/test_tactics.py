@@ -165,3 +165,15 @@ def test_cli_tune_prints_the_choices_and_writes_the_file(tunable):
     assert (tunable / FILE).is_file()
     cli_error(CliRunner().invoke(app, ["tune", str(tunable), "--batch-sizes", "x"]), "--batch-sizes 'x'")
     cli_error(CliRunner().invoke(app, ["tune", str(tunable / "nope")]), "no such bundle directory")
+
+
+def test_bench_reports_the_tactics_that_ran(tunable):
+    from adavit_deploy.bench import bench
+
+    report = bench(tunable, engines="adaptive,dense", batch_sizes="1,4", iterations=1, warmup=0, memory=False, tactic="masked")
+    assert report.settings["tactic"] == "masked"
+    for row in report.routing["by_batch_size"]:
+        by_tactic = row["calls_per_batch_by_tactic"]
+        assert by_tactic["masked"] > 0 and sum(by_tactic.values()) == row["graph_calls_per_batch"]
+    untuned = bench(tunable, engines="adaptive", batch_sizes="1", iterations=1, warmup=0, memory=False)
+    assert untuned.settings["tactic"] == "default"

@@ -9,7 +9,7 @@ pool). The figure is ``adavit_deploy.plots.plot_report``.
 
 from ..plots import plot_report, require_plotting
 from .engines import ENGINES, Engine, parse_engines, split_engine, time_engines
-from .environment import cpu_model, environment
+from .environment import environment
 from .inputs import DEFAULT_BATCH_SIZES, cycled_batches, load_pool, parse_batch_sizes
 from .memory import peak_rss_mib
 from .report import BenchReport, times
@@ -21,7 +21,6 @@ __all__ = [
     "BenchReport",
     "Engine",
     "bench",
-    "cpu_model",
     "cycled_batches",
     "environment",
     "load_pool",

@@ -7,18 +7,8 @@ import platform
 from importlib import metadata
 from typing import Any
 
+from ..machine import cpu_model
 from ..runtime.backends.ort import pool_mode as ort_pool_mode
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def environment(backend: str, threads: int) -> dict[str, Any]:
