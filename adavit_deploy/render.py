@@ -97,9 +97,9 @@ def print_evaluation(console: Console, rows: Sequence, dense_top1: float, source
 
 def print_tactics(console: Console, table) -> None:
     """``tune``'s choices: per batch size, stage and kept heads, over blocks (``TacticTable.summary``)."""
-    out = Table("batch", "stage", "kept heads", "blocks", "gather", "masked", "picked", title="ms per sample, per tactic")
+    out = Table("batch", "stage", "kept heads", "blocks", "gather ms", "masked ms", "picked", title="stage time per batch, per tactic")
     for r in table.summary():
-        ms, picked = r["ms_per_sample"], r["picked"]
+        ms, picked = r["ms"], r["picked"]
         out.add_row(
             str(r["batch_size"]), r["stage"], str(r["kept_heads"]), str(r["blocks"]), f"{ms['gather']:.3f}", f"{ms['masked']:.3f}",
             ", ".join(f"{t} {n}" for t, n in picked.items() if n),

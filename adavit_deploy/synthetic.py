@@ -49,7 +49,7 @@ def random_adavit(cfg: AdaViTConfig, target: float = 0.5, seed: int = 0, samples
     images = torch.randn(samples, cfg.in_chans, cfg.img_size, cfg.img_size)
     x = model.embed(images)
     for block in model.blocks:  # scale each head to its input's spread on the dense path
-        p = x[:, 0] if block.norm_policy is None else block.norm_policy(x[:, 0])
+        p = block.policy_input(x)
         for head in (block.head_select, block.layer_select):
             if head is not None:
                 w = torch.randn_like(head.mlp_head.weight)

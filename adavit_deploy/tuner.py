@@ -1,13 +1,17 @@
 """The tuner: time every tactic of every stage on this machine, keep the fastest (``tactics.json``).
 
 For each batch size, the bundle runs on seeded inputs (or the user's
-images); before each block, every (stage, kept-head count) present in the
-batch is run with each tactic on a copy of the block's real input, for the
-samples that have that count, through the runtime's own routing
-(``AdaptiveRuntime.run_stages``): what is timed is what inference does, the
-head-set split of ``gather`` at batch 16 included. Tactics alternate within
-each repetition (a noisy machine slows both alike) and each keeps its
-fastest repetition; per key the tactic with the least time per sample wins.
+images). Before each block, each stage runs on a copy of the block's real
+input, for every sample that runs it, through the runtime's own routing
+(``AdaptiveRuntime.run_stages``): what is timed is what inference does,
+the head-set split of ``gather`` and the one-call batching of ``masked``
+included. With kept-head counts k1 > k2 > ... in the batch, the options are
+"masked where kept >= t" for t = none, k1, k2, ...: the key (block, stage,
+k_i, batch size) compares the option that masks k_i with the one just
+before it (which gathers k_i, with the larger counts masked), so a count's
+choice is measured in the company it runs in. At batch 1 that is simply
+one sample, masked or gathered. Options alternate within each repetition
+(a noisy machine slows all alike) and each keeps its fastest repetition.
 """
 
 from __future__ import annotations
@@ -61,6 +65,7 @@ def tune(
         images = rt.check_images(images)
         totals: dict[tuple[int, str, int, int], dict[str, float]] = defaultdict(lambda: dict.fromkeys(TACTICS, 0.0))
         samples: dict[tuple[int, str, int, int], int] = defaultdict(int)
+        batches: dict[tuple[int, str, int, int], int] = defaultdict(int)
         plan = [(b, i) for b in batch_sizes for i in range(0, max(len(images) - b + 1, 1), b)]
         for done, (b, start) in enumerate(plan):
             if progress:
@@ -75,34 +80,40 @@ def tune(
                 kept = heads.sum(axis=1)
                 stage_tokens = {"attn": tokens, "mlp": tokens if cfg.token_with_mlp else np.ones_like(tokens)}
                 for s, stage in enumerate(STAGES):
-                    for k in np.unique(kept[layer[:, s] & (kept > 0)]):
-                        active = layer[:, s] & (kept == k)
-                        key = (block, stage, int(k), b)
-                        best = _time_tactics(rt, block, stage, x, active, heads, stage_tokens[stage], reps)
-                        for tactic, seconds in best.items():
-                            totals[key][tactic] += seconds
-                        samples[key] += int(active.sum())
+                    on = layer[:, s] & (kept > 0)
+                    counts = sorted({int(k) for k in kept[on]}, reverse=True)
+                    if not counts:
+                        continue
+                    options = [cfg.num_heads + 1, *counts]  # masked where kept >= t; the first masks none
+                    best = _time_options(rt, block, stage, x, on, heads, stage_tokens[stage], kept, options, reps)
+                    for before, k in zip(options, counts):
+                        key = (block, stage, k, b)
+                        totals[key]["gather"] += best[before]
+                        totals[key]["masked"] += best[k]
+                        batches[key] += 1
+                        samples[key] += int((on & (kept == k)).sum())
 
             rt.walk(batch, visit, budget)
         if progress:
             progress("done", len(plan), len(plan))
         timings = [
-            Timing(*key, ms={t: totals[key][t] * 1e3 / samples[key] for t in TACTICS}, samples=samples[key])
+            Timing(*key, ms={t: totals[key][t] * 1e3 / batches[key] for t in TACTICS}, samples=samples[key])
             for key in sorted(totals)
         ]
         table = TacticTable(rt.backend.fingerprint(), rt.precision, timings)
     return table, write_table(bundle, table)
 
 
-def _time_tactics(rt, block, stage, x, active, heads, tokens, reps) -> dict[str, float]:
-    """The fastest of ``reps`` runs of each tactic on ``x``'s ``active`` samples, tactics alternating."""
-    best = dict.fromkeys(TACTICS, float("inf"))
+def _time_options(rt, block, stage, x, active, heads, tokens, kept, options, reps) -> dict[int, float]:
+    """The fastest of ``reps`` runs of ``stage`` on ``x``'s ``active`` samples for each option
+    ("masked where kept >= t"), options alternating."""
+    best = dict.fromkeys(options, float("inf"))
     for rep in range(reps + 1):  # the first round loads each graph's session: not timed
-        for tactic in TACTICS:
-            masked = {s: np.full(len(x), tactic == "masked") for s in STAGES}
+        for t in options:
+            masked = {s: kept >= t for s in STAGES}
             y = x.copy()
             t0 = time.perf_counter()
             rt.run_stages(block, (stage,), y, active, heads, tokens, masked, RoutingStats())
             if rep:
-                best[tactic] = min(best[tactic], time.perf_counter() - t0)
+                best[t] = min(best[t], time.perf_counter() - t0)
     return best

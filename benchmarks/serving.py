@@ -3,7 +3,8 @@
 Issue 13's measurement, in one run:
 
 1. export (once) a random-weight Ada-DeiT-S whose decisions keep ``--target``
-   of the dense GMACs to ``benchmarks/.work/`` (fp32 graphs only). Exporting
+   of the dense GMACs to ``benchmarks/.work/`` (fp32 graphs only) and tune its
+   tactics for this machine (``adavit-deploy tune``). Exporting
    needs torch, serving needs the ``serve`` extra (numpy < 2): the export runs
    in ``--export-python`` (a Python with torch), this script in the serving one;
 2. serve it and its dense graph side by side (``adavit-deploy triton-repo
@@ -38,16 +39,22 @@ def bundle_path(target: float) -> Path:
 
 
 def export(target: float, threads: int) -> None:
-    """The torch side: a random Ada-DeiT-S checkpoint at ``target`` x dense GMACs, exported with fp32 graphs."""
+    """The torch side: a random Ada-DeiT-S checkpoint at ``target`` x dense GMACs, exported with fp32 graphs,
+    its tactics tuned here for batch sizes 1 and 16 (served and in-process runtimes both use them)."""
     from adavit_deploy.config import preset
     from adavit_deploy.export import export_bundle
+    from adavit_deploy.runtime.backends.ort import use_process_pool
     from adavit_deploy.synthetic import random_checkpoint
+    from adavit_deploy.tuner import tune
+
+    use_process_pool(threads)  # as the Triton model runs
 
     WORK.mkdir(parents=True, exist_ok=True)
     ckpt = WORK / f"ada-deit-s-{target}.pth"  # the same checkpoint as benchmarks/adaptive_vs_dense.py's
     if not ckpt.exists():
         random_checkpoint(preset("ada-deit-s"), ckpt, target=target)
     export_bundle(ckpt, bundle_path(target), threads=threads)
+    tune(bundle_path(target), (1, 16), threads=threads)
 
 
 def free_port() -> int:

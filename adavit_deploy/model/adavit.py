@@ -99,11 +99,17 @@ class AdaBlock(nn.Module):
         self.head_select = SelectHead(dim, cfg.num_heads) if index in cfg.head_select else None
         self.layer_select = SelectHead(dim, 2) if index in cfg.layer_select else None
 
+    def policy_input(self, x: torch.Tensor) -> torch.Tensor:
+        """What the head and layer decisions read (ADAVIT.md step 1): the class token, through
+        ``norm_policy`` where the block has one. One definition for the model, the exported
+        policy graph and ``synthetic``'s decision-head scaling."""
+        return x[:, 0] if self.norm_policy is None else self.norm_policy(x[:, 0])
+
     def decide(self, x: torch.Tensor, y: torch.Tensor, thr: Thresholds) -> BlockDecisions:
         """ADAVIT.md steps 1-4: the policy. ``y`` is ``norm1(x)``."""
         B, N, _ = x.shape
         ones = x.new_ones
-        p = x[:, 0] if self.norm_policy is None else self.norm_policy(x)[:, 0]
+        p = self.policy_input(x)
         layer = self.layer_select(p, thr.layer).float() if self.layer_select else ones(B, 2)
         heads = self.head_select(p, thr.head).float() if self.head_select else ones(B, self.num_heads)
         if self.attn.token_select is not None:

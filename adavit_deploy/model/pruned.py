@@ -61,7 +61,7 @@ class Policy(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         b, out = self.block, []
-        p = x[:, 0] if b.norm_policy is None else b.norm_policy(x[:, 0])
+        p = b.policy_input(x)
         if b.layer_select is not None:
             out.append(torch.sigmoid(b.layer_select.mlp_head(p)))
         if b.head_select is not None:

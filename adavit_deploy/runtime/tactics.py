@@ -61,7 +61,8 @@ def check_tactic(tactic: str | None) -> str | None:
 
 @dataclass
 class Timing:
-    """One tuned key: milliseconds per sample of each tactic, and the choice."""
+    """One tuned key and its choice: ``ms``, per tactic, the block's stage time per batch
+    (mean over the tuning batches with this key; ``tuner.py``), ``samples`` it covered."""
 
     block: int
     stage: str
@@ -104,14 +105,14 @@ class TacticTable:
         return lut
 
     def summary(self) -> list[dict[str, Any]]:
-        """Per (batch size, stage, kept heads), over blocks: mean ms per sample of each tactic and the picks."""
+        """Per (batch size, stage, kept heads), over blocks: mean stage ms of each tactic and the picks."""
         rows: dict[tuple[int, str, int], list[Timing]] = {}
         for t in self.timings:
             rows.setdefault((t.batch_size, t.stage, t.kept_heads), []).append(t)
         return [
             {
                 "batch_size": b, "stage": stage, "kept_heads": k, "blocks": len(ts),
-                "ms_per_sample": {tac: float(np.mean([t.ms[tac] for t in ts])) for tac in TACTICS},
+                "ms": {tac: float(np.mean([t.ms[tac] for t in ts])) for tac in TACTICS},
                 "picked": {tac: sum(t.tactic == tac for t in ts) for tac in TACTICS},
             }
             for (b, stage, k), ts in sorted(rows.items())
@@ -122,7 +123,7 @@ class TacticTable:
             "machine": self.machine,
             "timings": [
                 {"block": t.block, "stage": t.stage, "kept_heads": t.kept_heads, "batch_size": t.batch_size,
-                 "tactic": t.tactic, "ms_per_sample": t.ms, "samples": t.samples}
+                 "tactic": t.tactic, "ms": t.ms, "samples": t.samples}
                 for t in self.timings
             ],
         }
@@ -142,7 +143,7 @@ def read_tables(bundle: str | Path) -> dict[str, TacticTable]:
                 t["machine"],
                 precision,
                 [Timing(int(x["block"]), str(x["stage"]), int(x["kept_heads"]), int(x["batch_size"]),
-                        {str(k): float(v) for k, v in x["ms_per_sample"].items()}, int(x["samples"]))
+                        {str(k): float(v) for k, v in x["ms"].items()}, int(x["samples"]))
                  for x in t["timings"]],
             )
             for precision, t in d["tables"].items()
