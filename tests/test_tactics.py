@@ -177,3 +177,23 @@ def test_bench_reports_the_tactics_that_ran(tunable):
         assert by_tactic["masked"] > 0 and sum(by_tactic.values()) == row["graph_calls_per_batch"]
     untuned = bench(tunable, engines="adaptive", batch_sizes="1", iterations=1, warmup=0, memory=False)
     assert untuned.settings["tactic"] == "default"
+
+
+def test_reduced_precision_variants_of_both_tactics(make_checkpoint, images, tmp_path):
+    """FP16 and INT8 masked graphs exist, run, and agree with fp32 as the gathered ones do."""
+    ckpt = make_checkpoint(seed=3)
+    model, _ = load_model(ckpt)
+    x = images(model.cfg, batch=16, seed=7).numpy()
+    np.savez(tmp_path / "calib.npz", images=x)
+    bundle = export_bundle(ckpt, tmp_path / "b", calibration=tmp_path / "calib.npz", fp16=True, int8=True)
+    with load_bundle(bundle, tactic="gather") as rt:
+        fp32 = rt.infer(x)
+    for precision in ("fp16", "int8"):
+        for tactic in TACTICS:
+            with load_bundle(bundle, precision=precision, tactic=tactic) as rt:
+                got = rt.infer(x)
+                masked_file = rt.manifest.artifacts[f"attn_masked_1.{precision}"].file
+            assert masked_file == f"attn_masked_1.{precision}.onnx"  # a converted graph, not the fp32 one
+            assert got.routing.tactics[tactic] > 0
+            assert np.mean(got.logits.argmax(1) == fp32.logits.argmax(1)) >= 0.9, (precision, tactic)
+            assert np.abs(got.logits - fp32.logits).max() < 0.5, (precision, tactic)
