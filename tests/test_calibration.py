@@ -23,7 +23,7 @@ from adavit_deploy.errors import BundleError, ConfigError, InputError
 from adavit_deploy.export import export_bundle
 from adavit_deploy.model import load_model, save_checkpoint
 from adavit_deploy.runtime import load_bundle
-from adavit_deploy.trt_build import budget_profile_spec
+from adavit_deploy.tensorrt.build import budget_profile_spec
 
 
 @pytest.fixture(scope="module")
@@ -287,7 +287,7 @@ def test_cli_budget_and_precision(calibrated, tmp_path):
 def test_build_trt_uses_the_exported_variants_and_budgets(calibrated, monkeypatch):
     import sys
 
-    from adavit_deploy.trt_build import plan_build
+    from adavit_deploy.tensorrt.build import plan_build
 
     bundle, _ = calibrated
     manifest = read_manifest(bundle)
