@@ -14,8 +14,8 @@ from adavit_deploy.runtime import load_bundle
 
 
 @pytest.fixture
-def reference_runtime(reference_case, tmp_path):
-    return load_bundle(export_bundle(reference_case.checkpoint, tmp_path / "bundle"))
+def reference_runtime(reference_case, reference_bundle):
+    return load_bundle(reference_bundle(reference_case.name))
 
 
 @pytest.mark.parametrize("batch", [8, 1])
@@ -28,9 +28,9 @@ def test_matches_reference_fixtures(reference_case, reference_runtime, batch):
     assert res.logits.shape == (8, 10)
 
 
-def test_all_heads_dropped_edge_case_is_exercised(load_reference_case, tmp_path):
+def test_all_heads_dropped_edge_case_is_exercised(load_reference_case, reference_bundle):
     case = load_reference_case("tiny_attn_tokens_normpolicy")
-    rt = load_bundle(export_bundle(case.checkpoint, tmp_path / "b"))
+    rt = load_bundle(reference_bundle(case.name))
     res = rt.infer(case.images)
     assert res.routing.constant_adds > 0  # blocks with every head dropped ran no graph
     np.testing.assert_allclose(res.logits, case.logits, atol=1e-4)
@@ -48,10 +48,10 @@ def test_all_heads_dropped_edge_case_is_exercised(load_reference_case, tmp_path)
     ],
     ids=["full", "tokens-msa-only", "keep2-normpolicy", "no-heads", "no-tokens", "tokens-only"],
 )
-def test_matches_pytorch_model_for_every_layout(make_checkpoint, images, tmp_path, flags):
-    ckpt = make_checkpoint(**flags)
+def test_matches_pytorch_model_for_every_layout(exported, images, flags):
+    ckpt, bundle = exported(**flags)
     model, _ = load_model(ckpt)
-    rt = load_bundle(export_bundle(ckpt, tmp_path / "b"))
+    rt = load_bundle(bundle)
     x = images(model.cfg, batch=6, seed=5)
     with torch.no_grad():
         ref = model(x)
@@ -63,11 +63,11 @@ def test_matches_pytorch_model_for_every_layout(make_checkpoint, images, tmp_pat
     assert np.all(res.gmacs <= dense_gmacs(model.cfg) + 1e-9)
 
 
-def test_groups_pad_and_route_exactly(make_checkpoint, images, tmp_path):
+def test_groups_pad_and_route_exactly(exported, images):
     """A batch with mixed paths runs fewer calls than one per sample and stays exact."""
-    ckpt = make_checkpoint(ada_head=False, ada_layer=False)  # only tokens vary: one head set
+    ckpt, bundle = exported(ada_layer=False, ada_head=False)  # only tokens vary: one head set
     model, _ = load_model(ckpt)
-    rt = load_bundle(export_bundle(ckpt, tmp_path / "b"))
+    rt = load_bundle(bundle)
     x = images(model.cfg, batch=16, seed=1)
     res = rt.infer(x.numpy())
     assert res.routing.calls < 16 * 2 * model.cfg.depth
@@ -79,8 +79,8 @@ def test_groups_pad_and_route_exactly(make_checkpoint, images, tmp_path):
     "shape, dtype",
     [((2, 3, 16, 16), np.float32), ((2, 1, 32, 32), np.float32), ((3, 32, 32), np.float32), ((2, 3, 32, 32), np.int64)],
 )
-def test_bad_images_are_refused(make_checkpoint, tmp_path, shape, dtype):
-    rt = load_bundle(export_bundle(make_checkpoint(), tmp_path / "b"))
+def test_bad_images_are_refused(exported, shape, dtype):
+    rt = load_bundle(exported().bundle)
     with pytest.raises(InputError, match=r"images must be float NCHW of shape \(B, 3, 32, 32\)"):
         rt.infer(np.zeros(shape, dtype))
 

@@ -245,7 +245,7 @@ def test_cli_on_a_t2t_fixture(performer_case, tmp_path):
 @pytest.fixture(scope="module")
 def calibrated_t2t(tmp_path_factory):
     """The small T2T model exported with budgets native,0.85, FP16 and INT8 graphs, calibrated on 32 images."""
-    from conftest import T2T_SMALL_ARCH
+    from random_models import T2T_SMALL_ARCH
 
     from adavit_deploy.synthetic import random_checkpoint
 
@@ -286,7 +286,7 @@ def test_budgets_fp16_int8_on_t2t(calibrated_t2t):
 
 def test_synthetic_t2t_at_a_chosen_gmacs_ratio():
     """``synthetic`` makes a random Ada-T2T-ViT whose decisions vary per image at the asked fraction of dense."""
-    from conftest import T2T_SMALL_ARCH
+    from random_models import T2T_SMALL_ARCH
 
     from adavit_deploy.cost import sample_gmacs
     from adavit_deploy.synthetic import random_adavit

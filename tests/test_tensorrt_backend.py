@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -61,8 +62,9 @@ def test_ort_cuda_without_the_cuda_provider_is_one_line():
 
 
 @pytest.fixture(scope="module")
-def bundle(half_gmacs_bundle):
-    return half_gmacs_bundle
+def bundle(half_gmacs_bundle, tmp_path_factory):
+    """A copy of the session's bundle: the engines are built into it."""
+    return Path(shutil.copytree(half_gmacs_bundle, tmp_path_factory.mktemp("trt") / "bundle"))
 
 
 @pytest.fixture(scope="module")

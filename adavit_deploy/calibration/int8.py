@@ -57,6 +57,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
+from onnxruntime.transformers.onnx_model import OnnxModel
 
 from ..bundle import Artifact, Manifest
 from ..graphs import graphs
@@ -305,7 +306,8 @@ class GraphCalibrator:
         del g.node[:]
         g.node.extend(spliced)
         g.initializer.extend(inits)
-        _prune(model)
+        # drop the old fp32 weight paths nothing reads any more; keep every graph input (the runtime feeds them all)
+        OnnxModel(model).prune_graph(allow_remove_graph_inputs=False)
         onnx.checker.check_model(model)
         self._check(model, checks)
         self._check_convs(model)
@@ -343,23 +345,6 @@ class GraphCalibrator:
         for name, rb, qb in zip(names, ref, got):
             if rb.shape != qb.shape or np.sqrt(np.mean((rb - qb) ** 2)) > 0.05 * np.sqrt(np.mean(rb**2)):
                 raise ValueError(f"{self.path.name}: the int8 rewrite of the Conv giving {name} does not reproduce it")
-
-
-def _prune(model: onnx.ModelProto) -> None:
-    """Drop nodes and initializers nothing reads any more (the old fp32 weight paths)."""
-    g = model.graph
-    needed = {o.name for o in g.output}
-    keep = []
-    for n in reversed(g.node):
-        if any(o in needed for o in n.output):
-            keep.append(n)
-            needed.update(i for i in n.input if i)
-    keep.reverse()
-    del g.node[:]
-    g.node.extend(keep)
-    inits = [t for t in g.initializer if t.name in needed]
-    del g.initializer[:]
-    g.initializer.extend(inits)
 
 
 class _Observed(Runner):
