@@ -1,8 +1,9 @@
 """Our INT8 rewrite (calibration/int8.py) vs ONNX Runtime's ``quantize_static``, on the same graphs and images.
 
 Takes the ``--arch``-shaped random bundle of ``adaptive_vs_dense.py`` (made
-once in ``benchmarks/.work/``) and its 32 calibration images, and quantizes
-the same graphs twice:
+once in ``benchmarks/.work/``) and its 32 calibration images, or with
+``--arch demo`` the demo model calibrated on 256 of its training digits,
+and quantizes the same graphs twice:
 
 - **ours**: ``int8.calibrate`` + ``GraphCalibrator.quantize`` (what ``export --int8`` runs);
 - **quantize_static**: ``QuantFormat.QDQ``, ``per_channel``, ``reduce_range``,
@@ -11,14 +12,14 @@ the same graphs twice:
   at every budget and the dense graph (as ours is), restricted to the nodes
   ours quantizes (the weight MatMuls and the patch Conv).
 
-Then, on ``--images`` seeded normal images (not the calibration set), side
-by side: the time each took to quantize; agreement with the fp32 runtime
+Then, on ``--images`` seeded normal images (not the calibration set; the
+demo: its 360 held-out digits), side by side: the time each took to quantize; agreement with the fp32 runtime
 (equal decisions, equal top-1, max / mean |logit diff|); and the adaptive
 runtime's median latency per batch on fp32, ours and quantize_static graphs,
 interleaved, with the speed-up over fp32. Per-session thread pools for all
 three (ORT's calibration needs sessions of its own).
 
-    python benchmarks/quantize_static.py [--arch deit_t|deit_s|t2t_vit_19] [--target 0.5] [--batch-sizes 1,16] [--reps 10] [--threads 0]
+    python benchmarks/quantize_static.py [--arch demo|deit_t|deit_s|t2t_vit_19] [--target 0.5] [--batch-sizes 1,16] [--reps 10] [--threads 0]
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import shutil
 import tempfile
 import time
@@ -111,6 +113,7 @@ def quantize_ort(runtime: AdaptiveRuntime, images: np.ndarray, ours: dict[str, P
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self.it, None)
 
+    logging.getLogger().setLevel(logging.ERROR)  # quantize_static advises its pre-processing once per graph
     files = {runtime.manifest.artifacts[g].file: g for g in ours}
     with OrtBackend(threads) as inner:
         recording = RecordingBackend(inner, files)
@@ -149,6 +152,24 @@ def with_int8(manifest: Manifest, bundle: Path, files: dict[str, Path]) -> Manif
     return dataclasses.replace(manifest, artifacts=artifacts)
 
 
+def model_and_images(arch: str, target: float, threads: int, count: int) -> tuple[Path, np.ndarray, np.ndarray]:
+    """The bundle (with INT8 graphs), its calibration images and the evaluation images."""
+    if arch == "demo":
+        from adavit_deploy.calibration import load_calibration
+        from adavit_deploy.demo import DEMO_CONFIG, demo_checkpoint, load_digits_split
+        from adavit_deploy.export import export_bundle
+
+        bundle = WORK / "ada-digits-int8"
+        if not bundle.exists():
+            export_bundle(demo_checkpoint(), bundle, threads=threads, calibration="demo", int8=True)
+        return bundle, load_calibration("demo", DEMO_CONFIG).images, load_digits_split().test_images
+    bundle = bundle_path(target, threads, arch)
+    with np.load(WORK / "calibration-normal-32.npz") as z:
+        calib = z["images"]
+    size = read_manifest(bundle).model.img_size
+    return bundle, calib, np.random.default_rng(EVAL_SEED).standard_normal((count, 3, size, size), dtype=np.float32)
+
+
 def latencies(runtimes: dict[str, AdaptiveRuntime], x: np.ndarray, reps: int, warmup: int = 2) -> dict[str, float]:
     """Median seconds per ``infer(x)`` of each runtime, rounds interleaved so drift hits all alike."""
     for rt in runtimes.values():
@@ -165,22 +186,18 @@ def latencies(runtimes: dict[str, AdaptiveRuntime], x: np.ndarray, reps: int, wa
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--arch", choices=sorted(ARCHS), default="deit_t", help="model shape")
+    ap.add_argument("--arch", choices=["demo", *sorted(ARCHS)], default="deit_t", help="model")
     ap.add_argument("--target", type=float, default=0.5, help="mean GMACs as a fraction of dense")
     ap.add_argument("--threads", type=int, default=0, help="intra-op threads per session (0: one per core)")
-    ap.add_argument("--images", type=int, default=64, help="evaluation images (seeded normal)")
+    ap.add_argument("--images", type=int, default=64, help="evaluation images (seeded normal; not for the demo)")
     ap.add_argument("--batch-sizes", default="1,16")
     ap.add_argument("--reps", type=int, default=10, help="timed rounds per batch size")
     ap.add_argument("--json", type=Path, help="write the figures here")
     args = ap.parse_args()
 
-    bundle = bundle_path(args.target, args.threads, args.arch)
-    with np.load(WORK / "calibration-normal-32.npz") as z:
-        calib = z["images"]
+    bundle, calib, x = model_and_images(args.arch, args.target, args.threads, args.images)
     manifest = read_manifest(bundle)
-    size = manifest.model.img_size
-    x = np.random.default_rng(EVAL_SEED).standard_normal((args.images, 3, size, size), dtype=np.float32)
-    report: dict = {"arch": args.arch, "target": args.target, "calibration_images": len(calib), "images": args.images}
+    report: dict = {"arch": args.arch, "target": args.target, "calibration_images": len(calib), "images": len(x)}
     with tempfile.TemporaryDirectory() as tmp, OrtBackend(args.threads) as backend:
         work = Path(shutil.copytree(bundle, Path(tmp) / "bundle"))
         for sub in ENGINES[1:]:
@@ -206,7 +223,8 @@ def main() -> None:
         for rt in runtimes.values():
             rt.close()
 
-    table = Table(title=f"INT8 on {args.arch} at {args.target:g} x dense GMACs ({len(report['graphs'])} graphs quantized)")
+    what = "the demo model" if args.arch == "demo" else f"{args.arch} at {args.target:g} x dense GMACs"
+    table = Table(title=f"INT8 on {what}, {len(x)} images ({len(report['graphs'])} graphs quantized)")
     for col in ("", *ENGINES[1:]):
         table.add_column(col, justify="right" if col else "left")
     q, v = report["quantize_seconds"], report["vs_fp32"]

@@ -60,7 +60,10 @@ def test_info_json(runner, tiny_full):
     assert report["thresholds"] == {"head": 0.5, "layer": 0.5, "token": 0.6}
     assert report["decision_blocks"]["token_select"] == [0, 1, 2, 3, 4, 5]
     assert report["decision_blocks"]["head_select"] == [1, 2, 3, 4, 5]
-    assert report["parameters"] > 0 and report["dense_gmacs"] > 0
+    assert report["parameters"] == sum(v.numel() for v in torch.load(tiny_full, weights_only=False)["state_dict"].values())
+    # a ViT by hand: 6 blocks of 65 tokens x 96 wide (q/k/v/proj 4NC^2, attention 2N^2C, MLP 2NC*384),
+    # the 8x8 patch embedding (64 patches x 96 x 192) and the 10-class head
+    assert report["dense_gmacs"] == round((6 * (4 * 65 * 96**2 + 2 * 65**2 * 96 + 2 * 65 * 96 * 384) + 64 * 96 * 192 + 960) / 1e9, 4)
 
 
 def test_info_json_other_fixtures(runner, fixtures_dir):

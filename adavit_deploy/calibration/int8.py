@@ -17,7 +17,9 @@ weight MatMul into ``MatMulIntegerToFloat`` (an int8 GEMM with fp32 output),
 measured 1.35-1.5x (attention) and 1.7-1.8x (FFN) faster per call than fp32
 on this project's 2-core AVX2 machine; ``QLinearMatMul`` (int8 output) was
 15% slower, and ``onnxruntime.quantization.quantize_static`` on these graphs
-(it quantizes the gathered fp32 weights per tensor, per call) 1.0-1.4x.
+(it quantizes the gathered fp32 weights per tensor, per call) 0.97-1.00x
+end to end on Ada-DeiT-T, against 1.25-1.46x for ours
+(``benchmarks/quantize_static.py``, ``calibration/README.md``).
 
 Weights use the 7-bit range [-63, 63] (still int8, symmetric): ONNX Runtime's
 int8 GEMM on x86 CPUs without VNNI sums u8 x s8 pairs in int16 and saturates
