@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -185,14 +186,19 @@ def test_version(runner):
     assert __version__ in result.output
 
 
-def test_console_script(tiny_full):
+def test_console_script(exported, tmp_path):
+    """The installed entry point runs a command end to end (``infer``, which imports no torch: a quick process)."""
+    from adavit_deploy.runtime import load_bundle
+
     script = shutil.which("adavit-deploy", path=str(Path(sys.executable).parent)) or shutil.which("adavit-deploy")
     assert script, "the adavit-deploy entry point is not installed"
-    proc = subprocess.run([script, "info", str(tiny_full), "--json"], capture_output=True, text=True, timeout=120)
+    x = np.random.default_rng(4).standard_normal((2, 3, 32, 32), dtype=np.float32)
+    np.save(tmp_path / "x.npy", x)
+    args = [script, "infer", str(exported().bundle), str(tmp_path / "x.npy"), "-o", str(tmp_path / "o.npz")]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    report = json.loads(proc.stdout)
-    assert report["architecture"]["embed_dim"] == 96
-    assert report["flags"]["ada_token_with_mlp"] is True
+    with load_bundle(exported().bundle) as rt, np.load(tmp_path / "o.npz") as z:
+        np.testing.assert_allclose(z["logits"], rt.infer(x).logits, rtol=0, atol=1e-6)
 
 
 

@@ -174,11 +174,11 @@ def test_random_t2t_round_trip_and_bundle_parity(tmp_path, make_checkpoint, imag
     np.testing.assert_allclose(rt.dense(x.numpy()), model(x, force_dense=True).logits.detach().numpy(), atol=1e-4)
 
 
-def test_stem_graph_is_plain_onnx_ops(tmp_path, load_reference_case):
+def test_stem_graph_is_plain_onnx_ops(reference_bundle):
     """The soft splits export as Gather/Mul/Reshape/Transpose: no Pad, no Im2Col, no Einsum (TensorRT runs them all)."""
     import onnx
 
-    bundle = export_bundle(load_reference_case("t2t_tiny_performer_full").checkpoint, tmp_path / "b")
+    bundle = reference_bundle("t2t_tiny_performer_full")
     ops = {n.op_type for n in onnx.load(str(bundle / "stem.onnx")).graph.node}
     assert {"Gather", "Exp", "LayerNormalization", "MatMul"} <= ops
     assert not ops & {"Pad", "Einsum", "Col2Im", "Loop", "If", "NonZero"}
