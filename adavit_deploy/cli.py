@@ -387,7 +387,7 @@ def build_trt(
     Engines are tied to the TensorRT version and GPU that built them; the
     TensorRT backend refuses others and says to rebuild.
     """
-    from .trt_build import build_engines, resolve_precision
+    from .tensorrt.build import build_engines, resolve_precision
 
     with _errors(), console.status("building TensorRT engines") as status:
         path = build_engines(
@@ -400,7 +400,7 @@ def build_trt(
             progress=lambda msg: status.update(f"build-trt: {msg}"),
             budgets=budget,
         )
-    from .runtime.backends.trt_manifest import read_engine_manifest
+    from .tensorrt.manifest import read_engine_manifest
 
     built = read_engine_manifest(path)
     env = built.environment

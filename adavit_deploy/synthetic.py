@@ -42,8 +42,12 @@ def _set_offset(model: AdaViT, offset: float) -> None:
 
 
 @torch.no_grad()
-def random_adavit(cfg: AdaViTConfig, target: float = 0.5, seed: int = 0, samples: int = 8) -> AdaViT:
-    """A random AdaViT whose mean GMACs on normal-noise images is ``target`` x dense."""
+def random_adavit(cfg: AdaViTConfig, target: float = 0.5, seed: int = 0, samples: int = 8, steps: int = 14) -> AdaViT:
+    """A random AdaViT whose mean GMACs on normal-noise images is ``target`` x dense.
+
+    ``steps`` bisection steps set the logit offset to within ``8 / 2**steps``
+    (one masked forward of ``samples`` images each: what a test at 224 px pays for).
+    """
     torch.manual_seed(seed)
     model = AdaViT(cfg).eval()
     images = torch.randn(samples, cfg.in_chans, cfg.img_size, cfg.img_size)
@@ -60,7 +64,7 @@ def random_adavit(cfg: AdaViTConfig, target: float = 0.5, seed: int = 0, samples
         x, _ = block(x, cfg.thresholds, force_dense=True)
     if cfg.is_adaptive:
         lo, hi = -4.0, 4.0
-        for _ in range(14):
+        for _ in range(steps):
             mid = (lo + hi) / 2
             _set_offset(model, mid)
             lo, hi = (lo, mid) if _gmacs_ratio(model, images) > target else (mid, hi)

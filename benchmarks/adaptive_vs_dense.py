@@ -1,6 +1,6 @@
 """Adaptive runtime vs the dense baseline graph, and INT8 vs FP32, on an Ada-DeiT-S or Ada-T2T-ViT-19-shaped model.
 
-Makes (once) a random-weight checkpoint of ``--arch`` (``deit_s``: Ada-DeiT-S,
+Makes (once) a random-weight checkpoint of ``--arch`` (``deit_t``: Ada-DeiT-T; ``deit_s``: Ada-DeiT-S,
 224 px, 12 blocks, 6 heads; ``t2t_vit_19``: Ada-T2T-ViT-19, performer stem,
 19 blocks, 7 heads; 1000 classes) whose decisions keep ``--target`` of the dense GMACs,
 exports it (once) to ``benchmarks/.work/`` with INT8 graphs calibrated on 32
@@ -13,7 +13,7 @@ machine: ``adavit-deploy tune``), then runs
 ``adaptive,dense`` (issue 3's comparison); ``--engines adaptive,adaptive.int8``
 gives issue 5's.
 
-    python benchmarks/adaptive_vs_dense.py [--arch deit_s|t2t_vit_19] [--target 0.5] [--no-tune] [--batch-sizes 1,16] [--threads 2] [--engines ...]
+    python benchmarks/adaptive_vs_dense.py [--arch deit_t|deit_s|t2t_vit_19] [--target 0.5] [--no-tune] [--batch-sizes 1,16] [--threads 2] [--engines ...]
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from adavit_deploy.tuner import tune
 WORK = Path(__file__).resolve().parent / ".work"
 CALIBRATION_SEED = 1  # bench's own inputs use seed 0
 #: ``--arch`` -> the preset it makes (config.PRESETS)
-ARCHS = {"deit_s": "ada-deit-s", "t2t_vit_19": "ada_step_t2t_vit_19_lnorm"}
+ARCHS = {"deit_t": "ada-deit-t", "deit_s": "ada-deit-s", "t2t_vit_19": "ada_step_t2t_vit_19_lnorm"}
 
 
 def bundle_path(target: float, threads: int, arch: str = "deit_s") -> Path:

@@ -1,24 +1,26 @@
 """Shared fixtures: the reference fixtures in ../shared, random checkpoints, timm twins.
 
 Everything reusable across test files lives here, as fixtures (tests never
-import this module).
+import this module; plain helpers are in ``random_models.py`` and ``checks.py``).
+Exported bundles are session-scoped and read-only: a test that changes one
+copies it first.
 """
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 import pytest
 import torch
+from random_models import SMALL_ARCH, T2T_SMALL_ARCH, build_random_model
 from torch import nn
 
-from adavit_deploy.config import AdaViTConfig, T2TStem
+from adavit_deploy.config import AdaViTConfig
 from adavit_deploy.model import AdaViT, save_checkpoint
 
 #: The reference implementation's own checkpoints + outputs (../shared/fixtures/README.md).
@@ -28,11 +30,6 @@ FIXTURE_NAMES = (
     "tiny_heads_only",
     "t2t_tiny_performer_full",
     "t2t_tiny_transformer_heads_tokens_normpolicy",
-)
-
-#: Architecture of the random test models (small enough to be instant on a CPU).
-SMALL_ARCH: dict[str, Any] = dict(
-    img_size=32, patch_size=8, embed_dim=48, depth=3, num_heads=3, mlp_hidden=96, num_classes=7
 )
 
 SHARED_DIR = Path(__file__).resolve().parents[2] / "shared"
@@ -100,54 +97,6 @@ def load_reference_case(fixtures_dir: Path) -> Callable[[str], ReferenceCase]:
 
 
 # -- random models ---------------------------------------------------------------
-
-
-def _spread_decisions(model: AdaViT, seed: int) -> None:
-    """Re-initialise every decision head so its decisions vary with the input.
-
-    With timm's init (tiny weights, zero bias) every sigmoid sits at ~0.5: the
-    token selector (threshold 0.6) would drop every patch and the others would
-    be coin flips on noise. Like the reference fixtures, each head is instead
-    calibrated on a random batch, block by block (a pre-hook runs before the
-    head's first use, so later blocks see the calibrated earlier decisions):
-    random weights scaled to unit logit spread and a bias that puts the median
-    exactly at the threshold, i.e. each decision is taken about half the time.
-    """
-    cfg, thr = model.cfg, model.cfg.thresholds
-    gen = torch.Generator().manual_seed(seed + 1)
-    heads: list[tuple[nn.Linear, float]] = []
-    for block in model.blocks:
-        if block.layer_select is not None:
-            heads.append((block.layer_select.mlp_head, thr.layer))
-        if block.head_select is not None:
-            heads.append((block.head_select.mlp_head, thr.head))
-        if block.attn.token_select is not None:
-            heads.append((block.attn.token_select.mlp_head, thr.token))
-    handles = []
-
-    def calibrate(threshold: float, module: nn.Linear, inputs: tuple[torch.Tensor, ...]) -> None:
-        x = inputs[0].reshape(-1, inputs[0].shape[-1])
-        w = torch.randn(module.out_features, module.in_features, generator=gen)
-        z = x @ w.T
-        std = z.std(dim=0).clamp_min(1e-6)
-        module.weight.copy_(w / std[:, None])
-        module.bias.copy_(math.log(threshold / (1 - threshold)) - torch.quantile(z, 0.5, dim=0) / std)
-
-    for linear, threshold in heads:
-        handles.append(linear.register_forward_pre_hook(partial(calibrate, threshold)))
-    images = torch.randn(8, cfg.in_chans, cfg.img_size, cfg.img_size, generator=gen)
-    with torch.no_grad():
-        model(images)
-    for handle in handles:
-        handle.remove()
-
-
-def build_random_model(seed: int = 0, spread: bool = True, **config_kwargs: Any) -> AdaViT:
-    torch.manual_seed(seed)
-    model = AdaViT(AdaViTConfig.from_flags(**{**SMALL_ARCH, **config_kwargs})).eval()
-    if spread and model.cfg.is_adaptive:
-        _spread_decisions(model, seed)
-    return model
 
 
 @pytest.fixture
@@ -255,7 +204,7 @@ def images() -> Callable[..., torch.Tensor]:
     return make
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def half_gmacs_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny Ada-DeiT (3 blocks, 17 tokens, 3 heads) at ~50% GMACs, max batch 4: token buckets and head sets vary."""
     from adavit_deploy.export import export_bundle
@@ -266,13 +215,7 @@ def half_gmacs_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return export_bundle(random_checkpoint(cfg, d / "random.pth"), d / "bundle", max_batch=4)
 
 
-#: A small Ada-T2T-ViT with the same token count as SMALL_ARCH (64 px / 16 = 4 x 4 patches).
-T2T_SMALL_ARCH: dict[str, Any] = dict(
-    SMALL_ARCH, img_size=64, patch_size=16, qkv_bias=False, eps=1e-5, t2t=T2TStem("performer", token_dim=16, random_features=8)
-)
-
-
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def t2t_half_gmacs_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``half_gmacs_bundle``'s T2T twin: a performer stem, 3 blocks, 17 tokens, 3 heads, ~50% GMACs, max batch 4."""
     from adavit_deploy.export import export_bundle
@@ -281,3 +224,44 @@ def t2t_half_gmacs_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cfg = AdaViTConfig.from_flags(**T2T_SMALL_ARCH)
     d = tmp_path_factory.mktemp("t2t-half-gmacs")
     return export_bundle(random_checkpoint(cfg, d / "random.pth"), d / "bundle", max_batch=4)
+
+
+class Exported(NamedTuple):
+    checkpoint: Path
+    bundle: Path
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Exported]:
+    """``exported(**config_kwargs)``: ``make_checkpoint(**config_kwargs)``'s checkpoint and bundle, exported once.
+
+    One export per distinct layout for the whole session (read-only: copy before changing files).
+    """
+    from adavit_deploy.export import export_bundle
+
+    done: dict[tuple, Exported] = {}
+
+    def get(**config_kwargs: Any) -> Exported:
+        key = tuple(sorted(config_kwargs.items()))
+        if key not in done:
+            d = tmp_path_factory.mktemp("exported")
+            save_checkpoint(build_random_model(0, True, **config_kwargs), d / "random.pth.tar")
+            done[key] = Exported(d / "random.pth.tar", export_bundle(d / "random.pth.tar", d / "bundle"))
+        return done[key]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def reference_bundle(fixtures_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """``reference_bundle(name)``: the bundle of reference fixture ``name``, exported once per session (read-only)."""
+    from adavit_deploy.export import export_bundle
+
+    done: dict[str, Path] = {}
+
+    def get(name: str) -> Path:
+        if name not in done:
+            done[name] = export_bundle(fixtures_dir / f"{name}.pth.tar", tmp_path_factory.mktemp(name) / "bundle")
+        return done[name]
+
+    return get

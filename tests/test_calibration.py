@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from conftest import build_random_model
+from random_models import build_random_model
 from typer.testing import CliRunner
 
 from adavit_deploy.bundle import Budget, read_manifest
@@ -23,7 +23,7 @@ from adavit_deploy.errors import BundleError, ConfigError, InputError
 from adavit_deploy.export import export_bundle
 from adavit_deploy.model import load_model, save_checkpoint
 from adavit_deploy.runtime import load_bundle
-from adavit_deploy.trt_build import budget_profile_spec
+from adavit_deploy.tensorrt.build import budget_profile_spec
 
 
 @pytest.fixture(scope="module")
@@ -162,12 +162,11 @@ def test_fp16_variants(calibrated):
     assert rt16.infer(x).logits.shape == (3, rt16.cfg.num_classes)
 
 
-def test_precision_without_its_graphs_is_a_clear_error(make_checkpoint, tmp_path):
-    bundle = export_bundle(make_checkpoint(), tmp_path / "b")
+def test_precision_without_its_graphs_is_a_clear_error(exported, tmp_path):
     with pytest.raises(ConfigError, match="no int8 graphs .* re-export it with --int8"):
-        load_bundle(bundle, precision="int8")
+        load_bundle(exported().bundle, precision="int8")
     with pytest.raises(ConfigError, match="--int8 need a calibration set"):
-        export_bundle(make_checkpoint(), tmp_path / "c", int8=True)
+        export_bundle(exported().checkpoint, tmp_path / "c", int8=True)
 
 
 def test_int8_graphs_are_symmetric_qdq(calibrated):
@@ -242,12 +241,16 @@ def test_evaluate_table(calibrated, tmp_path):
     table = json.loads(out.read_text())
     rows = {(r["budget"], r["precision"]): r for r in table["rows"]}
     assert set(rows) == {(b, p) for b in ("native", "0.8", "0.5") for p in ("fp32", "fp16", "int8")}
-    for (b, p), r in rows.items():
-        assert 0 <= r["top1"] <= 1 and r["gmacs_fraction"] > 0
+    for (b, p), r in rows.items():  # each row is what the runtime itself gives at that budget and precision
+        with load_bundle(bundle, budget=b, precision=p) as rt:
+            res = rt.infer(images)
+        assert r["top1"] == pytest.approx(np.mean(res.logits.argmax(1) == labels)), (b, p)
+        assert r["gmacs_fraction"] == pytest.approx(res.gmacs.mean() / dense_gmacs(rt.cfg), rel=1e-3), (b, p)
         if p == "fp32":
             assert r["top1_agreement_vs_fp32"] == 1.0 and r["decision_agreement_vs_fp32"] == 1.0
     assert rows[("0.5", "fp32")]["gmacs_fraction"] < rows[("0.8", "fp32")]["gmacs_fraction"]
-    assert 0 <= table["dense_top1"] <= 1
+    with load_bundle(bundle) as rt:
+        assert table["dense_top1"] == pytest.approx(np.mean(rt.dense(images).argmax(1) == labels))
     np.savez(tmp_path / "nolabels.npz", images=images)
     bad = runner.invoke(app, ["evaluate", str(bundle), "--data", str(tmp_path / "nolabels.npz")])
     assert bad.exit_code == 1 and "'images' and 'labels'" in bad.output
@@ -284,9 +287,7 @@ def test_cli_budget_and_precision(calibrated, tmp_path):
 
 
 def test_build_trt_uses_the_exported_variants_and_budgets(calibrated, monkeypatch):
-    import sys
-
-    from adavit_deploy.trt_build import plan_build
+    from adavit_deploy.tensorrt.build import plan_build
 
     bundle, _ = calibrated
     manifest = read_manifest(bundle)
@@ -312,7 +313,7 @@ def test_bench_compares_precisions_at_a_budget(calibrated):
                    budget="0.5", memory=False)  # fmt: skip
     assert report.settings["budget"] == "0.5" and report.settings["engines"] == ["adaptive", "adaptive.int8", "dense.fp16"]
     (cmp,) = report.comparisons
-    assert set(cmp["speedup_vs_fp32"]) == {"adaptive.int8"} and cmp["speedup_vs_fp32"]["adaptive.int8"] > 0
+    assert set(cmp["speedup_vs_fp32"]) == {"adaptive.int8"}  # its value is a wall-clock ratio: not asserted
     assert set(report.precision_parity) == {"adaptive.int8"}  # dense.fp16 asked, not adaptive.fp16
     parity = report.precision_parity["adaptive.int8"]
     assert parity["samples"] == 32 and 0.9 <= parity["decision_agreement"] <= 1.0
@@ -321,17 +322,16 @@ def test_bench_compares_precisions_at_a_budget(calibrated):
     assert report.gmacs["adaptive_mean"] != native.gmacs["adaptive_mean"]
 
 
-def test_kernel_time_attributes_profiled_kernels_to_each_engine(calibrated):
+def test_kernel_time_attributes_profiled_kernels_to_each_engine(calibrated, monkeypatch):
     """``benchmarks/kernel_time.py``: every engine's kernels are found, int8 ones run int8 GEMMs."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    try:
-        kernel_time = importlib.import_module("kernel_time")
-    finally:
-        sys.path.pop(0)
+    # a script run from its own folder (it imports its sibling adaptive_vs_dense): pytest's
+    # syspath_prepend puts that folder first for this test only and restores sys.path after it
+    monkeypatch.syspath_prepend(Path(__file__).resolve().parents[1] / "benchmarks")
+    kernel_time = importlib.import_module("kernel_time")
     wall, kernels = kernel_time.measure(calibrated[0], batch=2, threads=0, reps=2)
     assert set(wall) == set(kernels) == set(kernel_time.ENGINES)
     for engine in kernel_time.ENGINES:
-        assert wall[engine] > 0 and sum(kernels[engine].values()) > 0
+        assert sum(kernels[engine].values()) > 0  # profiled kernels were found (wall times are not asserted)
     assert "MatMulIntegerToFloat" in kernels["adaptive.int8"]
     assert "MatMulIntegerToFloat" not in kernels["adaptive"] and "MatMulIntegerToFloat" not in kernels["dense"]
     assert "LayerNormalization" in kernels["dense"]

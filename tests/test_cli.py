@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -60,7 +61,10 @@ def test_info_json(runner, tiny_full):
     assert report["thresholds"] == {"head": 0.5, "layer": 0.5, "token": 0.6}
     assert report["decision_blocks"]["token_select"] == [0, 1, 2, 3, 4, 5]
     assert report["decision_blocks"]["head_select"] == [1, 2, 3, 4, 5]
-    assert report["parameters"] > 0 and report["dense_gmacs"] > 0
+    assert report["parameters"] == sum(v.numel() for v in torch.load(tiny_full, weights_only=False)["state_dict"].values())
+    # a ViT by hand: 6 blocks of 65 tokens x 96 wide (q/k/v/proj 4NC^2, attention 2N^2C, MLP 2NC*384),
+    # the 8x8 patch embedding (64 patches x 96 x 192) and the 10-class head
+    assert report["dense_gmacs"] == round((6 * (4 * 65 * 96**2 + 2 * 65**2 * 96 + 2 * 65 * 96 * 384) + 64 * 96 * 192 + 960) / 1e9, 4)
 
 
 def test_info_json_other_fixtures(runner, fixtures_dir):
@@ -182,14 +186,19 @@ def test_version(runner):
     assert __version__ in result.output
 
 
-def test_console_script(tiny_full):
+def test_console_script(exported, tmp_path):
+    """The installed entry point runs a command end to end (``infer``, which imports no torch: a quick process)."""
+    from adavit_deploy.runtime import load_bundle
+
     script = shutil.which("adavit-deploy", path=str(Path(sys.executable).parent)) or shutil.which("adavit-deploy")
     assert script, "the adavit-deploy entry point is not installed"
-    proc = subprocess.run([script, "info", str(tiny_full), "--json"], capture_output=True, text=True, timeout=120)
+    x = np.random.default_rng(4).standard_normal((2, 3, 32, 32), dtype=np.float32)
+    np.save(tmp_path / "x.npy", x)
+    args = [script, "infer", str(exported().bundle), str(tmp_path / "x.npy"), "-o", str(tmp_path / "o.npz")]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    report = json.loads(proc.stdout)
-    assert report["architecture"]["embed_dim"] == 96
-    assert report["flags"]["ada_token_with_mlp"] is True
+    with load_bundle(exported().bundle) as rt, np.load(tmp_path / "o.npz") as z:
+        np.testing.assert_allclose(z["logits"], rt.infer(x).logits, rtol=0, atol=1e-6)
 
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -16,10 +19,11 @@ def runner() -> CliRunner:
     return CliRunner()
 
 
-@pytest.fixture
-def bundle(runner, make_checkpoint, tmp_path):
-    out = tmp_path / "bundle"
-    result = runner.invoke(app, ["export", str(make_checkpoint()), "--out", str(out)])
+@pytest.fixture(scope="module")
+def bundle(exported, tmp_path_factory):
+    """``export`` of the session's random checkpoint, once for this module (read-only)."""
+    out = tmp_path_factory.mktemp("cli") / "bundle"
+    result = CliRunner().invoke(app, ["export", str(exported().checkpoint), "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "bundle written" in result.output and "decisions 100.00% equal" in result.output
     return out
@@ -65,6 +69,7 @@ def test_infer_bad_inputs_write_nothing(runner, bundle, tmp_path):
 
 
 def test_infer_refuses_tampered_bundle(runner, bundle, tmp_path):
+    bundle = Path(shutil.copytree(bundle, tmp_path / "b"))
     np.save(tmp_path / "x.npy", np.zeros((1, 3, 32, 32), np.float32))
     with open(bundle / "attn_1.onnx", "ab") as f:
         f.write(b"x")

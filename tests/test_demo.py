@@ -26,6 +26,16 @@ def split():
     return load_digits_split()
 
 
+@pytest.fixture(scope="module")
+def demo_bundle(tmp_path_factory):
+    """The demo exported with budgets native / 0.7 / 0.35 (calibrated on 128 training digits), FP16 and INT8;
+    its fp32 graphs at ``native`` are what a plain ``export`` writes."""
+    return export_bundle(
+        demo_checkpoint(), tmp_path_factory.mktemp("demo") / "demo", budgets="native,0.7,0.35", calibration="demo",
+        calib_count=128, fp16=True, int8=True,
+    )  # fmt: skip
+
+
 def test_split_is_fixed_and_real(split):
     assert split.train_raw.shape == (1437, 8, 8)
     assert split.train_images.shape == (1437, 3, 48, 48)
@@ -49,16 +59,16 @@ def test_digits_are_pasted_with_background(split):
     assert 0.25 < box.mean() < 0.5
 
 
-def test_shipped_model_learned_to_save_compute(split, tmp_path):
+def test_shipped_model_learned_to_save_compute(split, demo_bundle):
     """Held-out: runtime == PyTorch exactly, within 1 point of forced-dense, <= 55% of its GMACs,
     <= 60% of the patches kept, and those mostly on the digit."""
-    model, ckpt = load_model(demo_checkpoint())
+    model, _ = load_model(demo_checkpoint())
     assert model.cfg.replace(thresholds=DEMO_CONFIG.thresholds) == DEMO_CONFIG
     x = torch.from_numpy(split.test_images)
     with torch.no_grad():
         ref = model(x)
         dense = model(x, force_dense=True).logits.argmax(1).numpy()
-    rt = load_bundle(export_bundle(ckpt.path, tmp_path / "demo"))
+    rt = load_bundle(demo_bundle)
     res = rt.infer(split.test_images, batch_size=64)
     for key in ("head_select", "layer_select", "token_select"):
         np.testing.assert_array_equal(getattr(res, key), getattr(ref, key).numpy(), err_msg=key)
@@ -108,14 +118,11 @@ def test_shipped_samples_are_recognised():
     assert (predicted == np.arange(10)).sum() >= 9
 
 
-def test_budgets_and_precisions_on_held_out_digits(split, tmp_path):
+def test_budgets_and_precisions_on_held_out_digits(split, demo_bundle):
     """Issue 5's table: top-1 and GMACs at native / 0.7 / 0.35, fp16 and int8 next to fp32."""
     from adavit_deploy.evaluate import evaluate
 
-    bundle = export_bundle(
-        demo_checkpoint(), tmp_path / "demo", budgets="native,0.7,0.35", calibration="demo", calib_count=128, fp16=True, int8=True
-    )
-    rows, dense_top1 = evaluate(bundle, split.test_images, split.test_labels)
+    rows, dense_top1 = evaluate(demo_bundle, split.test_images, split.test_labels)
     top1 = {(r.budget, r.precision): r.top1 for r in rows}
     frac = {(r.budget, r.precision): r.gmacs_fraction for r in rows}
     for budget in ("0.7", "0.35"):  # calibrated on training digits, held within 5% on held-out ones

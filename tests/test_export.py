@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -15,8 +17,9 @@ from adavit_deploy.export import export_bundle
 
 
 @pytest.fixture
-def bundle(make_checkpoint, tmp_path):
-    return export_bundle(make_checkpoint(), tmp_path / "bundle")
+def bundle(exported):
+    """The session's default random bundle (read-only)."""
+    return exported().bundle
 
 
 def test_manifest_lists_every_graph_with_signature(bundle):
@@ -70,9 +73,8 @@ def test_interrupted_export_leaves_nothing(make_checkpoint, tmp_path, monkeypatc
     assert sorted(p.name for p in tmp_path.iterdir()) == ["random.pth.tar"]
 
 
-def test_existing_bundle_needs_overwrite(make_checkpoint, tmp_path):
-    ckpt = make_checkpoint()
-    out = export_bundle(ckpt, tmp_path / "b")
+def test_existing_bundle_needs_overwrite(exported, tmp_path):
+    ckpt, out = exported().checkpoint, Path(shutil.copytree(exported().bundle, tmp_path / "b"))
     with pytest.raises(BundleError, match="--overwrite"):
         export_bundle(ckpt, out)
     export_bundle(ckpt, out, overwrite=True)
@@ -86,7 +88,8 @@ def test_bad_export_options(make_checkpoint, tmp_path, bad):
     assert not (tmp_path / "b").exists()
 
 
-def test_tampered_or_missing_artifact_is_refused(bundle):
+def test_tampered_or_missing_artifact_is_refused(bundle, tmp_path):
+    bundle = Path(shutil.copytree(bundle, tmp_path / "b"))
     original = (bundle / "mlp_1.onnx").read_bytes()
     (bundle / "mlp_1.onnx").write_bytes(original + b"\0")
     with pytest.raises(BundleError, match="mlp_1.onnx.*sha256"):
@@ -106,14 +109,14 @@ def test_not_a_bundle(tmp_path):
         read_manifest(tmp_path)
 
 
-def test_dense_graph_is_the_forced_dense_model(make_checkpoint, tmp_path):
+def test_dense_graph_is_the_forced_dense_model(exported):
     import torch
 
     from adavit_deploy.model import load_model
     from adavit_deploy.runtime import load_bundle
 
-    ckpt = make_checkpoint()
-    rt = load_bundle(export_bundle(ckpt, tmp_path / "b"))
+    ckpt, bundle = exported()
+    rt = load_bundle(bundle)
     model, _ = load_model(ckpt)
     x = np.random.default_rng(3).standard_normal((3, 3, 32, 32), dtype=np.float32)
     with torch.no_grad():

@@ -174,11 +174,11 @@ def test_random_t2t_round_trip_and_bundle_parity(tmp_path, make_checkpoint, imag
     np.testing.assert_allclose(rt.dense(x.numpy()), model(x, force_dense=True).logits.detach().numpy(), atol=1e-4)
 
 
-def test_stem_graph_is_plain_onnx_ops(tmp_path, load_reference_case):
+def test_stem_graph_is_plain_onnx_ops(reference_bundle):
     """The soft splits export as Gather/Mul/Reshape/Transpose: no Pad, no Im2Col, no Einsum (TensorRT runs them all)."""
     import onnx
 
-    bundle = export_bundle(load_reference_case("t2t_tiny_performer_full").checkpoint, tmp_path / "b")
+    bundle = reference_bundle("t2t_tiny_performer_full")
     ops = {n.op_type for n in onnx.load(str(bundle / "stem.onnx")).graph.node}
     assert {"Gather", "Exp", "LayerNormalization", "MatMul"} <= ops
     assert not ops & {"Pad", "Einsum", "Col2Im", "Loop", "If", "NonZero"}
@@ -245,7 +245,7 @@ def test_cli_on_a_t2t_fixture(performer_case, tmp_path):
 @pytest.fixture(scope="module")
 def calibrated_t2t(tmp_path_factory):
     """The small T2T model exported with budgets native,0.85, FP16 and INT8 graphs, calibrated on 32 images."""
-    from conftest import T2T_SMALL_ARCH
+    from random_models import T2T_SMALL_ARCH
 
     from adavit_deploy.synthetic import random_checkpoint
 
@@ -286,7 +286,7 @@ def test_budgets_fp16_int8_on_t2t(calibrated_t2t):
 
 def test_synthetic_t2t_at_a_chosen_gmacs_ratio():
     """``synthetic`` makes a random Ada-T2T-ViT whose decisions vary per image at the asked fraction of dense."""
-    from conftest import T2T_SMALL_ARCH
+    from random_models import T2T_SMALL_ARCH
 
     from adavit_deploy.cost import sample_gmacs
     from adavit_deploy.synthetic import random_adavit

@@ -10,7 +10,6 @@ from typer.testing import CliRunner
 
 from adavit_deploy.cli import app
 from adavit_deploy.errors import AdaViTDeployError
-from adavit_deploy.export import export_bundle
 from adavit_deploy.visualize import inspect_bundle
 
 pytest.importorskip("matplotlib", reason="inspect needs matplotlib (the plot extra)")
@@ -18,8 +17,9 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture
-def setup(make_checkpoint, tmp_path):
-    bundle = export_bundle(make_checkpoint(), tmp_path / "b")
+def setup(exported, tmp_path):
+    """The session's default random bundle (read-only) and 3 images beside the test."""
+    bundle = exported().bundle
     arrays = tmp_path / "x.npy"
     np.save(arrays, np.random.default_rng(0).standard_normal((3, 3, 32, 32), dtype=np.float32))
     return bundle, arrays

@@ -24,7 +24,7 @@ from ..config import AdaViTConfig, Thresholds
 from ..cost import dense_gmacs
 from ..errors import ConfigError
 from ..runtime.adaptive import AdaptiveRuntime, InferResult
-from ..runtime.backends.trt_profiles import buckets_from_counts
+from ..token_buckets import buckets_from_counts
 
 #: Logit-shift weights per decision, in ``Thresholds`` order (head, layer, token).
 MIXES: dict[str, tuple[float, float, float]] = {

@@ -17,7 +17,9 @@ weight MatMul into ``MatMulIntegerToFloat`` (an int8 GEMM with fp32 output),
 measured 1.35-1.5x (attention) and 1.7-1.8x (FFN) faster per call than fp32
 on this project's 2-core AVX2 machine; ``QLinearMatMul`` (int8 output) was
 15% slower, and ``onnxruntime.quantization.quantize_static`` on these graphs
-(it quantizes the gathered fp32 weights per tensor, per call) 1.0-1.4x.
+(it quantizes the gathered fp32 weights per tensor, per call) 0.97-1.00x
+end to end on Ada-DeiT-T, against 1.25-1.46x for ours
+(``benchmarks/quantize_static.py``, ``calibration/README.md``).
 
 Weights use the 7-bit range [-63, 63] (still int8, symmetric): ONNX Runtime's
 int8 GEMM on x86 CPUs without VNNI sums u8 x s8 pairs in int16 and saturates
@@ -57,6 +59,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
+from onnxruntime.transformers.onnx_model import OnnxModel
 
 from ..bundle import Artifact, Manifest
 from ..graphs import graphs
@@ -304,7 +307,8 @@ class GraphCalibrator:
         del g.node[:]
         g.node.extend(spliced)
         g.initializer.extend(inits)
-        _prune(model)
+        # drop the old fp32 weight paths nothing reads any more; keep every graph input (the runtime feeds them all)
+        OnnxModel(model).prune_graph(allow_remove_graph_inputs=False)
         onnx.checker.check_model(model)
         self._check(model, checks)
         self._check_convs(model)
@@ -341,23 +345,6 @@ class GraphCalibrator:
         for name, rb, qb in zip(names, ref, got):
             if rb.shape != qb.shape or np.sqrt(np.mean((rb - qb) ** 2)) > 0.05 * np.sqrt(np.mean(rb**2)):
                 raise ValueError(f"{self.path.name}: the int8 rewrite of the Conv giving {name} does not reproduce it")
-
-
-def _prune(model: onnx.ModelProto) -> None:
-    """Drop nodes and initializers nothing reads any more (the old fp32 weight paths)."""
-    g = model.graph
-    needed = {o.name for o in g.output}
-    keep = []
-    for n in reversed(g.node):
-        if any(o in needed for o in n.output):
-            keep.append(n)
-            needed.update(i for i in n.input if i)
-    keep.reverse()
-    del g.node[:]
-    g.node.extend(keep)
-    inits = [t for t in g.initializer if t.name in needed]
-    del g.initializer[:]
-    g.initializer.extend(inits)
 
 
 class _Observed(Runner):

@@ -106,7 +106,7 @@ def test_dynamic_batcher_forms_batches(server):
         row = report.result(model, MAX_BATCH)
         assert row["errors"] == 0 and row["requests"] > 0
         assert row["server_batch_mean"] > 1.5, row  # 8 clients, 20 ms queue delay: batches of several requests
-    assert report.comparisons[0]["adaptive_vs_dense_throughput"] > 0
+    assert [c["concurrency"] for c in report.comparisons] == [MAX_BATCH]  # the ratio itself is wall-clock: not asserted
 
 
 def _bad_requests(images: np.ndarray):

@@ -13,7 +13,7 @@ def get_backend(name: str, threads: int = 0) -> Backend:
 
     ``trt`` runs the engines ``adavit-deploy build-trt`` wrote into
     ``<bundle>/trt/``; for engines elsewhere pass
-    ``backends.trt.TrtBackend(engines=DIR)`` as the backend instead.
+    ``adavit_deploy.tensorrt.backend.TrtBackend(engines=DIR)`` as the backend instead.
     """
     threads = resolve_threads(threads)
     if name == "ort":
@@ -25,7 +25,7 @@ def get_backend(name: str, threads: int = 0) -> Backend:
 
         return OrtBackend(threads, ["CUDAExecutionProvider", "CPUExecutionProvider"])
     if name == "trt":
-        from .trt import TrtBackend
+        from ...tensorrt.backend import TrtBackend
 
         return TrtBackend()
     raise BackendError(f"unknown backend {name!r}: choose one of {', '.join(BACKENDS)}")

@@ -8,7 +8,7 @@ import pytest
 
 from adavit_deploy.bundle import Artifact
 from adavit_deploy.errors import BackendError, BundleError
-from adavit_deploy.runtime.backends.trt_manifest import (
+from adavit_deploy.tensorrt.manifest import (
     EngineEntry,
     EngineManifest,
     TrtEnvironment,
@@ -16,7 +16,7 @@ from adavit_deploy.runtime.backends.trt_manifest import (
     check_environment,
     read_engine_manifest,
 )
-from adavit_deploy.runtime.backends.trt_profiles import ShapeRange
+from adavit_deploy.tensorrt.profiles import ShapeRange
 from checks import one_line as _one_line
 
 H100 = TrtEnvironment("10.8.0.43", "NVIDIA H100 80GB HBM3", (9, 0))

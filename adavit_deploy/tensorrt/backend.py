@@ -1,9 +1,9 @@
 """TensorRT backend: one deserialized engine + execution context per bundle graph.
 
-Engines come from ``adavit-deploy build-trt`` (``adavit_deploy/trt_build.py``)
-and live with their ``engines.json`` in ``<bundle>/trt/`` unless another
-directory is given. Loading checks that manifest first (TensorRT version, GPU,
-source graph: ``trt_manifest.py``). A call goes: pick the optimization
+Engines come from ``adavit-deploy build-trt`` (``build.py``) and live with
+their ``engines.json`` in ``<bundle>/trt/`` unless another directory is given.
+``runtime.backends.get_backend("trt")`` returns this backend. Loading checks
+that manifest first (TensorRT version, GPU, source graph: ``manifest.py``). A call goes: pick the optimization
 profile whose ranges hold the input shapes (the token bucket of a routed
 call), ``set_optimization_profile_async`` if it changed, ``set_input_shape``
 and ``set_tensor_address`` for every input, output buffers sized from
@@ -25,64 +25,12 @@ from typing import Any
 
 import numpy as np
 
-from ...bundle import Artifact, read_manifest
-from ...errors import BackendError, InputError
-from .base import Backend, Runner
-from .trt_manifest import (
-    ENGINE_DIR,
-    EngineEntry,
-    EngineManifest,
-    TrtEnvironment,
-    check_entry,
-    check_environment,
-    read_engine_manifest,
-)
-from .trt_profiles import BATCH, max_batch_of, select_profile, split_batch
-
-MIN_TENSORRT = 10
-INSTALL_HINT = "pip install 'adavit-deploy[gpu]' on a machine with an NVIDIA GPU and TensorRT >= 10"
-
-
-def import_tensorrt() -> Any:
-    """The ``tensorrt`` module, or a one-line BackendError naming what to install."""
-    try:
-        import tensorrt
-    except (ImportError, OSError) as e:  # OSError: the wheel is there but libnvinfer is not loadable
-        why = "is not installed" if isinstance(e, ImportError) else f"cannot be loaded ({e})"
-        raise BackendError(f"TensorRT {why}: {INSTALL_HINT}") from None
-    major = tensorrt_major(tensorrt)
-    if major < MIN_TENSORRT:
-        raise BackendError(f"TensorRT {tensorrt.__version__} is too old (need >= {MIN_TENSORRT}): {INSTALL_HINT}")
-    return tensorrt
-
-
-def tensorrt_major(trt: Any) -> int:
-    try:
-        return int(str(trt.__version__).split(".")[0])
-    except ValueError:
-        raise BackendError(f"cannot read the TensorRT version {trt.__version__!r}") from None
-
-
-def require_cuda(device: int = 0) -> Any:
-    """``torch`` with a usable CUDA device ``device``, or a one-line BackendError."""
-    import torch
-
-    if not torch.cuda.is_available():
-        raise BackendError(
-            "no CUDA GPU is visible (torch.cuda.is_available() is False): TensorRT needs an NVIDIA GPU; "
-            "use --backend ort on CPU"
-        )
-    if not 0 <= device < torch.cuda.device_count():
-        raise BackendError(f"CUDA device {device} does not exist ({torch.cuda.device_count()} visible)")
-    return torch
-
-
-def current_environment(trt: Any, device: int = 0) -> TrtEnvironment:
-    """TensorRT version, GPU name and compute capability of ``device`` (what engines are tied to)."""
-    torch = require_cuda(device)
-    major, minor = torch.cuda.get_device_capability(device)
-    return TrtEnvironment(str(trt.__version__), torch.cuda.get_device_name(device), (int(major), int(minor)))
-
+from ..bundle import Artifact, read_manifest
+from ..errors import BackendError, InputError
+from ..runtime.backends.base import Backend, Runner
+from .environment import current_environment, import_tensorrt
+from .manifest import ENGINE_DIR, EngineEntry, EngineManifest, check_entry, check_environment, read_engine_manifest
+from .profiles import BATCH, max_batch_of, select_profile, split_batch
 
 def torch_dtypes(trt: Any) -> dict[Any, Any]:
     """TensorRT ``DataType`` -> torch dtype, for the types an engine's I/O can have."""

@@ -1,4 +1,4 @@
-"""TensorRT optimization profiles from a bundle's I/O signatures (pure; no TensorRT).
+"""Optimization profiles from a bundle's I/O signatures (pure; no TensorRT).
 
 Every graph of a bundle has named dynamic axes (``bundle.TensorSpec``):
 ``batch`` (1..max_batch), ``tokens`` (the kept tokens of a routed call, 1..N)
@@ -9,22 +9,22 @@ separately; the runtime picks the bucket per call (``select_profile``).
 
 ``opt`` sits at the top of each range (the bucket size, max batch, all heads):
 the largest call of a range is where the time goes. Calibration statistics
-(the budgets' calibrated edges, ``trt_build.budget_profile_spec``) replace the defaults through ``ProfileSpec``, e.g.
-``token_edges=buckets_from_counts(kept_token_counts, N)``.
+(the budgets' calibrated edges, ``build.budget_profile_spec``) replace the
+default edges (``token_buckets.py``) through ``ProfileSpec``.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 import numpy as np
 
-from ...bundle import Manifest, TensorSpec
-from ...errors import ConfigError, InputError
-from ...graphs import BATCH, TOKENS
-from ...graphs import KEPT_HEADS as HEADS
+from ..bundle import Manifest, TensorSpec
+from ..errors import ConfigError, InputError
+from ..graphs import BATCH, TOKENS
+from ..graphs import KEPT_HEADS as HEADS
+from ..token_buckets import default_token_edges
 
 Shape = tuple[int, ...]
 
@@ -57,29 +57,6 @@ class AxisRange:
     lo: int
     opt: int
     hi: int
-
-
-def default_token_edges(num_tokens: int, buckets: int = 4) -> tuple[int, ...]:
-    """Upper edges of ``buckets`` equal-width token buckets over 1..N (last edge N)."""
-    if num_tokens < 1 or buckets < 1:
-        raise ConfigError(f"token buckets need N >= 1 and >= 1 bucket, got N={num_tokens}, buckets={buckets}")
-    return tuple(sorted({max(1, math.ceil(num_tokens * (i + 1) / buckets)) for i in range(buckets)}))
-
-
-def buckets_from_counts(counts: Iterable[int], num_tokens: int, buckets: int = 4) -> tuple[int, ...]:
-    """Bucket edges at the quantiles of observed kept-token counts per call.
-
-    ``counts``: the token width K of routed calls measured on a calibration set.
-    Each bucket then holds about the same number of calls; the last edge is
-    always N, so every shape stays covered.
-    """
-    counts = np.asarray(list(counts), dtype=np.int64)
-    if counts.size == 0:
-        return default_token_edges(num_tokens, buckets)
-    if counts.min() < 1 or counts.max() > num_tokens:
-        raise ConfigError(f"kept-token counts must lie in 1..{num_tokens}, got {counts.min()}..{counts.max()}")
-    qs = np.quantile(counts, [(i + 1) / buckets for i in range(buckets - 1)], method="higher")
-    return tuple(sorted({int(q) for q in qs} | {num_tokens}))
 
 
 @dataclass(frozen=True)

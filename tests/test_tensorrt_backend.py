@@ -2,7 +2,7 @@
 
 Tests that need TensorRT and a CUDA GPU skip with the reason "tensorrt not
 installed" or "no CUDA GPU". On a machine that has both (docs/TENSORRT.md):
-``pip install -e '.[gpu,dev]' && python -m pytest -q tests/test_trt*.py``.
+``pip install -e '.[gpu,dev]' && python -m pytest -q tests/test_tensorrt*.py``.
 They build fp32 engines for a tiny bundle once per module, then check the
 engine manifest, parity with ONNX Runtime through the adaptive runtime (same
 decisions, close logits), chunking past the engines' max batch, and that
@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,7 +23,7 @@ import torch
 from adavit_deploy.errors import BackendError, BundleError
 from adavit_deploy.runtime import load_bundle
 from adavit_deploy.runtime.backends import get_backend
-from adavit_deploy.runtime.backends.trt import require_cuda
+from adavit_deploy.tensorrt.environment import require_cuda
 
 # -- without TensorRT / without a GPU (run everywhere) --------------------------------------
 
@@ -61,8 +62,9 @@ def test_ort_cuda_without_the_cuda_provider_is_one_line():
 
 
 @pytest.fixture(scope="module")
-def bundle(half_gmacs_bundle):
-    return half_gmacs_bundle
+def bundle(half_gmacs_bundle, tmp_path_factory):
+    """A copy of the session's bundle: the engines are built into it."""
+    return Path(shutil.copytree(half_gmacs_bundle, tmp_path_factory.mktemp("trt") / "bundle"))
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +83,7 @@ def trt_module():
 @pytest.fixture(scope="module")
 def engines(trt_module, bundle, tmp_path_factory):
     """fp32 engines for ``bundle`` in ``<bundle>/trt``, built once (with a timing cache)."""
-    from adavit_deploy.trt_build import build_engines
+    from adavit_deploy.tensorrt.build import build_engines
 
     cache = tmp_path_factory.mktemp("cache") / "timing.cache"
     out = build_engines(bundle, timing_cache=cache)
@@ -91,7 +93,7 @@ def engines(trt_module, bundle, tmp_path_factory):
 
 def test_engine_manifest_records_the_build(trt_module, engines, bundle):
     from adavit_deploy.bundle import read_manifest
-    from adavit_deploy.runtime.backends.trt_manifest import read_engine_manifest
+    from adavit_deploy.tensorrt.manifest import read_engine_manifest
 
     built, graphs = read_engine_manifest(engines), read_manifest(bundle)
     env = built.environment
@@ -135,7 +137,7 @@ def test_batch_above_the_engines_max_is_run_in_chunks(engines, bundle, images):
 
 
 def test_engines_from_another_tensorrt_or_gpu_are_refused(engines, bundle, tmp_path):
-    from adavit_deploy.runtime.backends.trt import TrtBackend
+    from adavit_deploy.tensorrt.backend import TrtBackend
 
     for field, value in (("version", "9.9.9"), ("gpu", "Some Other GPU"), ("compute_capability", [1, 0])):
         other = tmp_path / field
@@ -149,7 +151,7 @@ def test_engines_from_another_tensorrt_or_gpu_are_refused(engines, bundle, tmp_p
 
 
 def test_tampered_engine_is_refused(engines, bundle, tmp_path):
-    from adavit_deploy.runtime.backends.trt import TrtBackend
+    from adavit_deploy.tensorrt.backend import TrtBackend
 
     other = tmp_path / "tampered"
     shutil.copytree(engines, other)
@@ -160,8 +162,9 @@ def test_tampered_engine_is_refused(engines, bundle, tmp_path):
 
 def test_fp16(trt_module, bundle, images, tmp_path):
     """TensorRT 10: the FP16 builder flag on the fp32 graphs; 11: needs FP16 graphs (export --fp16)."""
-    from adavit_deploy.runtime.backends.trt import TrtBackend, tensorrt_major
-    from adavit_deploy.trt_build import build_engines
+    from adavit_deploy.tensorrt.backend import TrtBackend
+    from adavit_deploy.tensorrt.environment import tensorrt_major
+    from adavit_deploy.tensorrt.build import build_engines
 
     if tensorrt_major(trt_module) >= 11:
         with pytest.raises(BundleError, match="no fp16 graphs"):

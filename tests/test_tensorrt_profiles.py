@@ -7,11 +7,10 @@ import pytest
 
 from adavit_deploy.bundle import TensorSpec
 from adavit_deploy.errors import ConfigError, InputError
-from adavit_deploy.runtime.backends.trt_profiles import (
+from adavit_deploy.token_buckets import default_token_edges
+from adavit_deploy.tensorrt.profiles import (
     ProfileSpec,
     ShapeRange,
-    buckets_from_counts,
-    default_token_edges,
     graph_profiles,
     max_batch_of,
     select_profile,
@@ -31,26 +30,6 @@ STEM = [TensorSpec("images", "float32", ["batch", 3, 224, 224])]
 @pytest.fixture
 def spec() -> ProfileSpec:
     return ProfileSpec(max_batch=32, num_tokens=N, num_heads=H, token_edges=default_token_edges(N))
-
-
-def test_default_token_edges():
-    assert default_token_edges(197) == (50, 99, 148, 197)
-    assert default_token_edges(17) == (5, 9, 13, 17)
-    assert default_token_edges(2) == (1, 2)
-    assert default_token_edges(1) == (1,)
-    assert default_token_edges(197, buckets=1) == (197,)
-    with pytest.raises(ConfigError):
-        default_token_edges(0)
-
-
-def test_buckets_from_calibration_counts():
-    counts = [10] * 50 + [60] * 30 + [120] * 15 + [197] * 5
-    edges = buckets_from_counts(counts, N)
-    assert edges[-1] == N and list(edges) == sorted(set(edges))
-    assert edges[0] == 10  # the most common short calls get a bucket of their own
-    assert buckets_from_counts([], N) == default_token_edges(N)
-    with pytest.raises(ConfigError, match="1..197"):
-        buckets_from_counts([0, 5], N)
 
 
 def test_attention_profiles_one_per_bucket(spec):

@@ -1,9 +1,14 @@
 """Bundle -> TensorRT engines: one engine per graph, optimization profiles per token bucket.
 
-The build is a chain of small loaders in Polygraphy's style (each a callable
-that does nothing until called):
-``SaveEngine(EngineBytesFromNetwork(builder, NetworkFromOnnxPath(...), CreateConfig(...)), path)()``.
-Around it, pure functions decide *what* to build, tested on CPU:
+The build itself is Polygraphy's loaders (the ``gpu`` extra), one chain per engine:
+``SaveEngine(EngineFromNetwork(NetworkFromOnnxPath(onnx, strongly_typed=...),
+CreateConfig(profiles=..., tf32=..., fp16=..., load_timing_cache=...),
+save_timing_cache=...), path)()``. Polygraphy sets the network flags per
+TensorRT version (the ``STRONGLY_TYPED`` flag is required on 10 and ignored on
+11), parses with ``parse_from_file`` (external weights), reports parser
+errors, and locks the timing-cache file while it merges each engine's
+tactics into it, so concurrent builds can share one cache. Around it, pure
+functions decide *what* to build, tested on CPU:
 
 - ``plan_build``: which ONNX feeds each engine and with which builder
   settings, per precision and TensorRT major version. TensorRT 11 builds
@@ -12,9 +17,9 @@ Around it, pure functions decide *what* to build, tested on CPU:
   graph in the bundle manifest (``variant_key``: ``attn_0.fp16``,
   ``attn_0.int8``); on TensorRT 10 ``--fp16`` falls back to the (deprecated)
   FP16 builder flag on the fp32 graphs when the bundle has no FP16 variants.
-- ``trt_profiles.graph_profiles``: the profiles, from the manifest's I/O signatures.
+- ``profiles.graph_profiles``: the profiles, from the manifest's I/O signatures.
 
-Engines and their ``engines.json`` (``trt_manifest.py``) are written to a
+Engines and their ``engines.json`` (``manifest.py``) are written to a
 staging directory and renamed into place (``<bundle>/trt/`` by default), so an
 interrupted build leaves the previous engines intact. One engine per graph
 (not one fused engine): the runtime calls graphs separately, per block and
@@ -29,14 +34,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from . import __version__
-from .atomic import atomic_file, staged_directory
-from .bundle import Manifest, check_precision, read_manifest, resolve_bundle, sha256, variant_key
-from .errors import BackendError, BundleError, ConfigError
-from .graphs import graphs
-from .runtime.backends.trt import MIN_TENSORRT, current_environment, import_tensorrt, tensorrt_major
-from .runtime.backends.trt_manifest import ENGINE_DIR, ENGINES_JSON, EngineEntry, EngineManifest, is_engine_dir
-from .runtime.backends.trt_profiles import Profile, ProfileSpec, graph_profiles
+from .. import __version__
+from ..atomic import staged_directory
+from ..bundle import Manifest, check_precision, read_manifest, resolve_bundle, sha256, variant_key
+from ..errors import BackendError, BundleError, ConfigError
+from ..graphs import graphs
+from .environment import MIN_TENSORRT, current_environment, import_polygraphy_trt, import_tensorrt, tensorrt_major
+from .manifest import ENGINE_DIR, ENGINES_JSON, EngineEntry, EngineManifest, is_engine_dir
+from .profiles import Profile, ProfileSpec, graph_profiles
 
 Progress = Callable[[str], None]
 
@@ -144,114 +149,40 @@ def plan_build(manifest: Manifest, precision: str, trt_major: int, bundle: str |
     )
 
 
-# -- loaders (Polygraphy style: callables that do nothing until called) -----------------
+# -- the build (Polygraphy's loaders) -------------------------------------------------
 
 
-class NetworkFromOnnxPath:
-    """``()`` -> ``(network, parser)``: an ONNX file parsed into a new network (the parser owns its weights)."""
+def engine_loader(
+    polygraphy_trt: Any,
+    onnx: Path,
+    plan: GraphPlan,
+    profiles: list[Profile],
+    path: Path,
+    memory_pool_limits: dict[Any, int] | None = None,
+    timing_cache: Path | None = None,
+) -> Callable[[], Any]:
+    """The loader chain that builds ``plan``'s engine from ``onnx`` and saves it to ``path`` when called.
 
-    def __init__(self, trt: Any, builder: Any, logger: Any, path: Path, strongly_typed: bool) -> None:
-        self.trt, self.builder, self.logger, self.path, self.strongly_typed = trt, builder, logger, Path(path), strongly_typed
-
-    def __call__(self) -> tuple[Any, Any]:
-        trt = self.trt
-        flags = 0
-        if self.strongly_typed and tensorrt_major(trt) == 10:  # 11: always strongly typed, the flag is deprecated
-            flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
-        network = self.builder.create_network(flags)
-        parser = trt.OnnxParser(network, self.logger)
-        if not parser.parse(self.path.read_bytes(), str(self.path)):  # path: for external weights
-            errors = [" ".join(str(parser.get_error(i)).split()) for i in range(parser.num_errors)]
-            raise BackendError(f"{self.path.name}: TensorRT's ONNX parser failed: {errors[0] if errors else 'no detail'}")
-        return network, parser
-
-
-class TimingCache:
-    """One tactic timing cache shared by every engine of a build, read from and saved to ``path``."""
-
-    def __init__(self, path: Path | None, progress: Progress | None = None) -> None:
-        self.path = Path(path) if path is not None else None
-        self.cache: Any = None
-        self.progress = progress or (lambda _: None)
-
-    def attach(self, config: Any) -> None:
-        if self.cache is None:
-            blob = self.path.read_bytes() if self.path is not None and self.path.is_file() else b""
-            self.cache = config.create_timing_cache(blob)
-        if not config.set_timing_cache(self.cache, False):  # ignore_mismatch=False
-            self.progress(f"timing cache {self.path} is from another TensorRT or GPU: starting a new one")
-            self.cache = config.create_timing_cache(b"")
-            config.set_timing_cache(self.cache, False)
-
-    def save(self) -> None:
-        if self.path is None or self.cache is None:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_file(self.path, "--timing-cache") as tmp:
-            tmp.write_bytes(memoryview(self.cache.serialize()))
-
-
-class CreateConfig:
-    """``(builder, network)`` -> ``IBuilderConfig``: profiles, workspace limit, precision flags, timing cache."""
-
-    def __init__(
-        self,
-        trt: Any,
-        profiles: list[Profile],
-        workspace_bytes: int | None = None,
-        fp16: bool = False,
-        tf32: bool = True,
-        timing_cache: TimingCache | None = None,
-    ) -> None:
-        self.trt, self.profiles, self.workspace_bytes = trt, profiles, workspace_bytes
-        self.fp16, self.tf32, self.timing_cache = fp16, tf32, timing_cache
-
-    def __call__(self, builder: Any, network: Any) -> Any:
-        trt = self.trt
-        config = builder.create_builder_config()
-        if self.workspace_bytes is not None:
-            config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, self.workspace_bytes)
-        if self.fp16:
-            config.set_flag(trt.BuilderFlag.FP16)
-        if not self.tf32:
-            config.clear_flag(trt.BuilderFlag.TF32)
-        for profile in self.profiles:
-            p = builder.create_optimization_profile()
-            for name, r in profile.items():
-                p.set_shape(name, r.min, r.opt, r.max)
-            if config.add_optimization_profile(p) < 0:
-                raise BackendError(f"TensorRT rejected optimization profile {profile}")
-        if self.timing_cache is not None:
-            self.timing_cache.attach(config)
-        return config
-
-
-class EngineBytesFromNetwork:
-    """``()`` -> serialized engine: ``build_serialized_network(network, config)``."""
-
-    def __init__(self, builder: Any, network: Callable[[], tuple[Any, Any]], config: CreateConfig, name: str) -> None:
-        self.builder, self.network, self.config, self.name = builder, network, config, name
-
-    def __call__(self) -> memoryview:
-        network, _parser = self.network()
-        plan = self.builder.build_serialized_network(network, self.config(self.builder, network))
-        if plan is None:
-            raise BackendError(f"{self.name}: TensorRT could not build an engine (see its log above)")
-        return memoryview(plan)
-
-
-class SaveEngine:
-    """``()`` -> ``path``: write the engine ``engine()`` returns."""
-
-    def __init__(self, engine: Callable[[], memoryview], path: Path) -> None:
-        self.engine, self.path = engine, Path(path)
-
-    def __call__(self) -> Path:
-        self.path.write_bytes(self.engine())
-        return self.path
-
-
-# -- the build ------------------------------------------------------------------------
+    ``EngineFromNetwork`` deserializes the built engine before ``SaveEngine``
+    writes it, so an engine this GPU cannot load fails the build, not the first run.
+    """
+    p = polygraphy_trt
+    trt_profiles = []
+    for profile in profiles:
+        tp = p.Profile()
+        for name, r in profile.items():
+            tp.add(name, min=r.min, opt=r.opt, max=r.max)
+        trt_profiles.append(tp)
+    cache = str(timing_cache) if timing_cache is not None else None  # Polygraphy locks ``<cache>.lock``
+    config = p.CreateConfig(
+        tf32=plan.tf32,
+        fp16=plan.fp16_flag,
+        profiles=trt_profiles,
+        memory_pool_limits=memory_pool_limits,
+        load_timing_cache=cache,
+    )
+    network = p.NetworkFromOnnxPath(str(onnx), strongly_typed=plan.strongly_typed)
+    return p.SaveEngine(p.EngineFromNetwork(network, config, save_timing_cache=cache), str(path))
 
 
 def build_engines(
@@ -289,28 +220,30 @@ def build_engines(
         plan_build(manifest, precision, MIN_TENSORRT, bundle)
 
     trt = import_tensorrt()
+    polygraphy_trt = import_polygraphy_trt()
+    from polygraphy.exception import PolygraphyException
+    from polygraphy.logger import G_LOGGER
+
     environment = current_environment(trt)
     plan = plan_build(manifest, precision, tensorrt_major(trt), bundle)
     out = out if out is not None else bundle / ENGINE_DIR
     workspace = int(workspace_gib * (1 << 30)) if workspace_gib is not None else None
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    cache = TimingCache(timing_cache, step)
+    pools = {trt.MemoryPoolType.WORKSPACE: workspace} if workspace is not None else None
+    if timing_cache is not None:
+        timing_cache.parent.mkdir(parents=True, exist_ok=True)  # Polygraphy's lock file goes beside it
     engines = {}
     with staged_directory(out, overwrite=True, ours=is_engine_dir, what="an engine directory written by build-trt") as stage:
         for i, g in enumerate(plan):
             source, graph = manifest.artifacts[g.source], manifest.artifacts[g.graph]
             profiles = graph_profiles(source.inputs, spec, g.source)
             step(f"{i + 1}/{len(plan)} {g.graph}: {g.precision}, {len(profiles)} profile(s)")
-            path = SaveEngine(
-                EngineBytesFromNetwork(
-                    builder,
-                    NetworkFromOnnxPath(trt, builder, logger, bundle / source.file, g.strongly_typed),
-                    CreateConfig(trt, profiles, workspace, g.fp16_flag, g.tf32, cache),
-                    g.graph,
-                ),
-                stage / f"{g.graph}.engine",
-            )()
+            path = stage / f"{g.graph}.engine"
+            try:
+                with G_LOGGER.verbosity(G_LOGGER.WARNING):
+                    engine_loader(polygraphy_trt, bundle / source.file, g, profiles, path, pools, timing_cache)()
+            except PolygraphyException as e:
+                detail = " ".join(str(e).split()) or "see its log above"
+                raise BackendError(f"{g.graph}: TensorRT could not build an engine from {source.file}: {detail}") from None
             engines[g.graph] = EngineEntry(
                 file=path.name,
                 sha256=sha256(path),
@@ -333,5 +266,4 @@ def build_engines(
             producer={"adavit_deploy": __version__, "python": platform.python_version()},
         )
         (stage / ENGINES_JSON).write_text(result.to_json())
-    cache.save()
     return out

@@ -1,6 +1,6 @@
 """build-trt on CPU: what would be built (plan, profiles), argument checks, the graphs fed to TensorRT.
 
-Building itself needs TensorRT and a GPU: tests/test_trt.py. Here, everything
+Building itself needs TensorRT and a GPU: tests/test_tensorrt_backend.py. Here, everything
 around it: the plan per precision and TensorRT major version, one-line CLI
 errors (TensorRT is hidden with ``sys.modules["tensorrt"] = None`` so the
 "not installed" path is tested on any machine), and the graphs TensorRT would
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import onnx
@@ -20,10 +21,18 @@ from typer.testing import CliRunner
 
 from adavit_deploy.bundle import Artifact, read_manifest, resolve_bundle, variant_key
 from adavit_deploy.cli import app
-from adavit_deploy.errors import BundleError, ConfigError
+from adavit_deploy.errors import BackendError, BundleError, ConfigError
 from adavit_deploy.runtime.backends import get_backend
-from adavit_deploy.runtime.backends.trt_profiles import ProfileSpec, graph_profiles
-from adavit_deploy.trt_build import GraphPlan, graph_names, plan_build, resolve_precision, validate_build_args
+from adavit_deploy.tensorrt.build import (
+    GraphPlan,
+    engine_loader,
+    graph_names,
+    plan_build,
+    resolve_precision,
+    validate_build_args,
+)
+from adavit_deploy.tensorrt.environment import import_polygraphy_trt
+from adavit_deploy.tensorrt.profiles import ProfileSpec, ShapeRange, graph_profiles
 from checks import cli_error as _one_line
 
 #: Data-dependent ops TensorRT handles badly or not at all; the host routes instead.
@@ -147,6 +156,43 @@ def test_resolve_bundle(bundle, tmp_path, monkeypatch):
         resolve_bundle(None)
     (tmp_path / "export/bundles/ada_digits").mkdir(parents=True)
     assert resolve_bundle(None).as_posix() == "export/bundles/ada_digits"
+
+
+# -- the loaders (Polygraphy's; the GPU test builds with them) ----------------------------
+
+
+class _Recorder:
+    """Stands in for one Polygraphy loader class: records how it was constructed."""
+
+    def __init__(self, *args, **kwargs):
+        self.args, self.kwargs = args, kwargs
+
+    def add(self, name, min, opt, max):  # Profile.add
+        self.args += ((name, min, opt, max),)
+        return self
+
+
+def test_engine_loader_hands_the_plan_to_polygraphy(tmp_path):
+    fake = SimpleNamespace(**{n: type(n, (_Recorder,), {}) for n in
+                              ["Profile", "CreateConfig", "NetworkFromOnnxPath", "EngineFromNetwork", "SaveEngine"]})  # fmt: skip
+    plan = GraphPlan("attn_0", "attn_0", "fp16", strongly_typed=False, fp16_flag=True)
+    profiles = [{"x": ShapeRange((1, 1, 8), (4, 5, 8), (4, 5, 8))}, {"x": ShapeRange((1, 6, 8), (4, 9, 8), (4, 9, 8))}]
+    save = engine_loader(fake, tmp_path / "a.onnx", plan, profiles, tmp_path / "a.engine", {"WORKSPACE": 7}, tmp_path / "t.cache")
+    assert type(save).__name__ == "SaveEngine" and save.args[1] == str(tmp_path / "a.engine")
+    engine = save.args[0]
+    network, config = engine.args
+    assert type(engine).__name__ == "EngineFromNetwork" and engine.kwargs == {"save_timing_cache": str(tmp_path / "t.cache")}
+    assert network.args == (str(tmp_path / "a.onnx"),) and network.kwargs == {"strongly_typed": False}
+    kw = config.kwargs
+    assert (kw["tf32"], kw["fp16"], kw["memory_pool_limits"], kw["load_timing_cache"]) == (True, True, {"WORKSPACE": 7}, str(tmp_path / "t.cache"))
+    assert [p.args for p in kw["profiles"]] == [(("x", (1, 1, 8), (4, 5, 8), (4, 5, 8)),), (("x", (1, 6, 8), (4, 9, 8), (4, 9, 8)),)]
+
+
+def test_without_polygraphy_is_one_line(monkeypatch):
+    monkeypatch.setitem(sys.modules, "polygraphy", None)
+    with pytest.raises(BackendError) as exc:
+        import_polygraphy_trt()
+    assert "\n" not in str(exc.value) and "Polygraphy is not installed" in str(exc.value) and "[gpu]" in str(exc.value)
 
 
 # -- the command line --------------------------------------------------------------------

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ...bundle import Artifact, bundle_file, check_schema
-from ...errors import BackendError
-from .trt_profiles import Profile, ShapeRange
+from ..bundle import Artifact, bundle_file, check_schema
+from ..errors import BackendError
+from .profiles import Profile, ShapeRange
 
 SCHEMA = "adavit-deploy/trt-engines"
 SCHEMA_VERSION = 1
