@@ -527,6 +527,9 @@ def tune(
         typer.Option(help="Image directory, image file or .npy/.npz (key 'images'); default: 16 seeded normal samples."),
     ] = None,
     reps: Annotated[int, typer.Option(help="Timed repetitions per tactic and key (the fastest counts).")] = 3,
+    margin: Annotated[
+        float, typer.Option(help="How much faster masked must be to be picked (it holds a second copy of its block's weights).")
+    ] = 0.05,
 ) -> None:
     """Time each tactic of each pruned stage on this machine and write the fastest into the bundle (tactics.json).
 
@@ -552,7 +555,7 @@ def tune(
             task = bar.add_task("tuning", total=None)
             table, path = run_tune(
                 bundle, sizes, budget=budget, precision=precision, backend=backend, threads=threads, images=images,
-                reps=reps, progress=lambda what, done, total: bar.update(task, description=f"tuning: {what}", completed=done, total=total),
+                reps=reps, margin=margin, progress=lambda what, done, total: bar.update(task, description=f"tuning: {what}", completed=done, total=total),
             )  # fmt: skip
     render.print_tactics(console, table)
     render.print_written(console, path)

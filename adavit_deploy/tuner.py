@@ -24,8 +24,8 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .errors import InputError
-from .runtime.adaptive import RoutingStats, load_bundle
-from .runtime.tactics import STAGES, TACTICS, TacticTable, Timing, write_table
+from .runtime.adaptive import AdaptiveRuntime, RoutingStats, load_bundle
+from .runtime.tactics import MARGIN, STAGES, TACTICS, TacticTable, Timing, write_table
 
 #: inputs per batch size, at least (batch 1 needs several images to see several head counts)
 MIN_SAMPLES = 16
@@ -41,19 +41,24 @@ def tune(
     threads: int = 0,
     images: str | Path | np.ndarray | None = None,
     reps: int = 3,
+    margin: float = MARGIN,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> tuple[TacticTable, Path]:
     """Time the tactics of ``bundle`` at ``batch_sizes`` and write its ``tactics.json``; return the table and file.
 
     ``images``: the inputs to route, an array or what ``bench --images`` takes
     (default: seeded normal noise, as ``bench``);
-    ``progress(what, done, total)`` is called once per batch.
+    ``margin``: how much faster ``masked`` must be to be picked (it holds a
+    second copy of its block's weights); ``progress(what, done, total)`` is
+    called once per batch.
     """
     from .bench import load_pool, parse_batch_sizes
 
     batch_sizes = parse_batch_sizes(batch_sizes)
     if reps < 1:
         raise InputError(f"--reps must be >= 1, got {reps}")
+    if not 0 <= margin < 1:
+        raise InputError(f"--margin must be in [0, 1), got {margin}")
     with load_bundle(bundle, backend, threads, budget, precision, tactic="gather") as rt:
         cfg = rt.cfg
         if images is None:
@@ -96,15 +101,26 @@ def tune(
             rt.walk(batch, visit, budget)
         if progress:
             progress("done", len(plan), len(plan))
-        timings = [
-            Timing(*key, ms={t: totals[key][t] * 1e3 / batches[key] for t in TACTICS}, samples=samples[key])
-            for key in sorted(totals)
-        ]
-        table = TacticTable(rt.backend.fingerprint(), rt.precision, timings)
+        timings = []
+        for key in sorted(totals):
+            ms = {t: totals[key][t] * 1e3 / batches[key] for t in TACTICS}
+            timings.append(Timing(*key, ms=ms, samples=samples[key], tactic=Timing.pick(ms, margin)))
+        table = TacticTable(rt.backend.fingerprint(), rt.precision, timings, margin)
     return table, write_table(bundle, table)
 
 
-def _time_options(rt, block, stage, x, active, heads, tokens, kept, options, reps) -> dict[int, float]:
+def _time_options(
+    rt: AdaptiveRuntime,
+    block: int,
+    stage: str,
+    x: np.ndarray,
+    active: np.ndarray,
+    heads: np.ndarray,
+    tokens: np.ndarray,
+    kept: np.ndarray,
+    options: list[int],
+    reps: int,
+) -> dict[int, float]:
     """The fastest of ``reps`` runs of ``stage`` on ``x``'s ``active`` samples for each option
     ("masked where kept >= t"), options alternating."""
     best = dict.fromkeys(options, float("inf"))

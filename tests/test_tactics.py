@@ -11,7 +11,7 @@ import torch
 from typer.testing import CliRunner
 
 from adavit_deploy.cli import app
-from adavit_deploy.errors import BundleError, ConfigError
+from adavit_deploy.errors import BundleError, ConfigError, InputError
 from adavit_deploy.export import export_bundle
 from adavit_deploy.model import load_model
 from adavit_deploy.runtime import load_bundle
@@ -98,7 +98,7 @@ def test_mixed_tactics_in_one_batch_give_the_gather_results(tunable):
         want = rt.infer(x)
         cfg, machine = rt.cfg, _machine(rt)
     timings = [
-        Timing(b, stage, k, 4, {"gather": 1.0, "masked": 0.5 if k % 2 else 2.0}, 1)
+        Timing(b, stage, k, 4, {"gather": 1.0, "masked": 0.5}, 1, "masked" if k % 2 else "gather")
         for b in cfg.head_select for stage in ("attn", "mlp") for k in range(1, cfg.num_heads + 1)
     ]  # fmt: skip
     write_table(tunable, TacticTable(machine, "fp32", timings))
@@ -118,6 +118,7 @@ def test_tune_writes_a_table_the_runtime_uses(tunable):
     assert doc["schema"] == "adavit-deploy/tactics" and doc["schema_version"] == 1
     (stored,) = read_tables(tunable).values()
     assert stored.machine["cpu"] and stored.machine["threads"] == 1 and stored.machine["backend"] == "ort"
+    assert stored.margin == 0.05
     with load_bundle(tunable, threads=1) as rt:
         head_blocks = set(rt.cfg.head_select)
         assert rt.tactics is not None and rt.tactics.timings == stored.timings
@@ -125,7 +126,7 @@ def test_tune_writes_a_table_the_runtime_uses(tunable):
     assert {t.block for t in stored.timings} <= head_blocks and {t.stage for t in stored.timings} == {"attn", "mlp"}
     for t in stored.timings:
         assert set(t.ms) == set(TACTICS) and all(v > 0 for v in t.ms.values()) and t.samples > 0
-        assert t.tactic == min(t.ms, key=t.ms.get)
+        assert t.tactic == ("masked" if t.ms["masked"] < 0.95 * t.ms["gather"] else "gather")  # the default 5% margin
     rows = table.summary()
     assert sum(r["blocks"] for r in rows) == len(stored.timings)
 
@@ -133,7 +134,7 @@ def test_tune_writes_a_table_the_runtime_uses(tunable):
 def test_a_table_from_another_machine_is_ignored_with_a_warning(tunable):
     with load_bundle(tunable, threads=1) as rt:
         machine = _machine(rt)
-    write_table(tunable, TacticTable({**machine, "cpu": "another CPU"}, "fp32", [Timing(1, "attn", 1, 1, {"gather": 1.0, "masked": 0.1}, 1)]))
+    write_table(tunable, TacticTable({**machine, "cpu": "another CPU"}, "fp32", [Timing(1, "attn", 1, 1, {"gather": 1.0, "masked": 0.1}, 1, "masked")]))
     with pytest.warns(UserWarning, match="tuned on another machine .*cpu"):
         rt = load_bundle(tunable, threads=1)
     with rt:
@@ -155,6 +156,9 @@ def test_bad_tactics_and_tables_are_one_line_errors(tunable):
     with pytest.raises(ConfigError) as e:
         tune(tunable, "0,4")
     one_line(e, "--batch-sizes")
+    with pytest.raises(InputError) as e:
+        tune(tunable, "1", margin=1.5)
+    one_line(e, "--margin must be in [0, 1)")
 
 
 def test_cli_tune_prints_the_choices_and_writes_the_file(tunable):
@@ -197,3 +201,13 @@ def test_reduced_precision_variants_of_both_tactics(make_checkpoint, images, tmp
             assert got.routing.tactics[tactic] > 0
             assert np.mean(got.logits.argmax(1) == fp32.logits.argmax(1)) >= 0.9, (precision, tactic)
             assert np.abs(got.logits - fp32.logits).max() < 0.5, (precision, tactic)
+
+
+def test_untuned_runtime_loads_no_masked_graph(tunable):
+    """A masked graph is a second copy of its block's weights: without a tuned table none is loaded."""
+    x = np.random.default_rng(4).standard_normal((4, 3, 32, 32), dtype=np.float32)
+    with load_bundle(tunable) as rt:
+        res = rt.infer(x)
+        loaded = set(rt.runners)
+    assert set(res.routing.tactics) == {"gather"}
+    assert {"attn_1", "mlp_1"} <= loaded and not any("masked" in name for name in loaded)

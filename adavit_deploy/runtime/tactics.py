@@ -16,8 +16,12 @@ Which is faster depends on the kept-head count, the batch size and the
 machine, so ``tuner.py`` times both per (block, stage, kept heads, batch
 size) on the target machine and writes ``tactics.json`` into the bundle: a
 timing cache, valid only where it was measured (CPU, backend and its
-version, threads); elsewhere the runtime warns and uses ``default_masked``.
+version, threads); elsewhere the runtime warns and runs ``gather``.
 It changes speed only, never results, so it is not a sha-checked artifact.
+
+A ``masked`` graph holds a second copy of its block's weights in memory
+(pre-packed), so it must buy its place: the tuner picks it only when it is
+faster by ``margin`` (default 5%), and untuned the runtime never loads it.
 """
 
 from __future__ import annotations
@@ -45,12 +49,13 @@ def graph_name(tactic: str, stage: str, block: int) -> str:
     return f"{stage}_{block}" if tactic == "gather" else f"{stage}_masked_{block}"
 
 
+#: how much faster ``masked`` must be to be picked (its weights are a second copy in memory)
+MARGIN = 0.05
+
+
 def default_masked(num_heads: int) -> np.ndarray:
-    """The untuned choice, by kept-head count: ``masked`` only when every head is kept
-    (same FLOPs as ``gather``, minus the gather; measured faster at batch 1 and 16)."""
-    lut = np.zeros(num_heads + 1, bool)
-    lut[num_heads] = True
-    return lut
+    """The untuned choice by kept-head count: ``gather`` for all (no second copy of any weights)."""
+    return np.zeros(num_heads + 1, bool)
 
 
 def check_tactic(tactic: str | None) -> str | None:
@@ -70,10 +75,12 @@ class Timing:
     batch_size: int
     ms: dict[str, float]
     samples: int
+    tactic: str
 
-    @property
-    def tactic(self) -> str:
-        return min(self.ms, key=self.ms.get)
+    @staticmethod
+    def pick(ms: dict[str, float], margin: float = MARGIN) -> str:
+        """``masked`` where it is faster than ``gather`` by more than ``margin``."""
+        return "masked" if ms["masked"] < (1 - margin) * ms["gather"] else "gather"
 
 
 @dataclass
@@ -83,6 +90,7 @@ class TacticTable:
     machine: dict[str, Any]
     precision: str
     timings: list[Timing] = field(default_factory=list)
+    margin: float = MARGIN
 
     @property
     def batch_sizes(self) -> list[int]:
@@ -121,6 +129,7 @@ class TacticTable:
     def to_dict(self) -> dict[str, Any]:
         return {
             "machine": self.machine,
+            "margin": self.margin,
             "timings": [
                 {"block": t.block, "stage": t.stage, "kept_heads": t.kept_heads, "batch_size": t.batch_size,
                  "tactic": t.tactic, "ms": t.ms, "samples": t.samples}
@@ -143,8 +152,9 @@ def read_tables(bundle: str | Path) -> dict[str, TacticTable]:
                 t["machine"],
                 precision,
                 [Timing(int(x["block"]), str(x["stage"]), int(x["kept_heads"]), int(x["batch_size"]),
-                        {str(k): float(v) for k, v in x["ms"].items()}, int(x["samples"]))
+                        {str(k): float(v) for k, v in x["ms"].items()}, int(x["samples"]), check_tactic(str(x["tactic"])))
                  for x in t["timings"]],
+                float(t["margin"]),
             )
             for precision, t in d["tables"].items()
         }
