@@ -47,6 +47,13 @@ def check_schema(d: dict[str, Any], schema: str, version: int, what: str, fix: s
         raise error(f"{what} version {d.get('schema_version')} is not {version}: {fix}")
 
 
+def check_max_batch(max_batch: int) -> int:
+    """The largest batch a bundle's graphs (and engines) are built for: ``--max-batch``, at least 1."""
+    if max_batch < 1:
+        raise ConfigError(f"--max-batch must be >= 1, got {max_batch}")
+    return max_batch
+
+
 def sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -30,7 +30,7 @@ import torch
 
 from . import __version__
 from .atomic import staged_directory
-from .bundle import DEFAULT_OUT, NATIVE, Artifact, Manifest, TensorSpec, is_bundle, sha256, variant_key
+from .bundle import DEFAULT_OUT, NATIVE, Artifact, Manifest, TensorSpec, check_max_batch, is_bundle, sha256, variant_key
 from .calibration import CalibrationSet, calibrate_budgets, load_calibration, parse_budgets
 from .config import AdaViTConfig
 from .errors import ConfigError
@@ -193,8 +193,7 @@ def export_bundle(
             f"--opset {opset} is not supported: choose {MIN_OPSET} (LayerNormalization as one op) "
             f"to {max_opset()} (the newest torch {torch.__version__} exports)"
         )
-    if max_batch < 1:
-        raise ConfigError(f"--max-batch must be >= 1, got {max_batch}")
+    check_max_batch(max_batch)
     names = parse_budgets(budgets)
     needs = [f"--budgets {n}" for n in names if n != NATIVE] + (["--int8"] if int8 else [])
     if needs and calibration is None:

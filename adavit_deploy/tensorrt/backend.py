@@ -58,7 +58,7 @@ class EngineFromPath:
     def __call__(self) -> Any:
         if not self.path.is_file():
             raise BackendError(f"{self.path}: engine file is missing: {self.rebuild}")
-        data = self.path.read_bytes()
+        data = self.path.read_bytes()  # hashed and deserialized from one read: the file cannot change in between
         if hashlib.sha256(data).hexdigest() != self.sha256:
             raise BackendError(f"{self.path}: engine fails its sha256 check: {self.rebuild}")
         engine = self.runtime.deserialize_cuda_engine(data)

@@ -36,7 +36,7 @@ from typing import Any, Callable
 
 from .. import __version__
 from ..atomic import staged_directory
-from ..bundle import Manifest, check_precision, read_manifest, resolve_bundle, sha256, variant_key
+from ..bundle import Manifest, check_max_batch, check_precision, read_manifest, resolve_bundle, sha256, variant_key
 from ..errors import BackendError, BundleError, ConfigError
 from ..graphs import graphs
 from .environment import MIN_TENSORRT, current_environment, import_polygraphy_trt, import_tensorrt, tensorrt_major
@@ -59,8 +59,8 @@ def validate_build_args(
     max_batch: int | None = None, workspace_gib: float | None = None, timing_cache: Path | None = None, out: Path | None = None
 ) -> None:
     """One-line errors for arguments that are wrong whatever the bundle and TensorRT."""
-    if max_batch is not None and max_batch < 1:
-        raise ConfigError(f"--max-batch must be >= 1, got {max_batch}")
+    if max_batch is not None:
+        check_max_batch(max_batch)
     if workspace_gib is not None and not workspace_gib > 0:
         raise ConfigError(f"--workspace must be > 0 GiB, got {workspace_gib}")
     if timing_cache is not None and Path(timing_cache).is_dir():

@@ -20,7 +20,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from ..bundle import Manifest, TensorSpec
+from ..bundle import Manifest, TensorSpec, check_max_batch
 from ..errors import ConfigError, InputError
 from ..graphs import BATCH, TOKENS
 from ..graphs import KEPT_HEADS as HEADS
@@ -71,8 +71,7 @@ class ProfileSpec:
     opt_heads: int | None = None  # default: num_heads
 
     def __post_init__(self) -> None:
-        if self.max_batch < 1:
-            raise ConfigError(f"--max-batch must be >= 1, got {self.max_batch}")
+        check_max_batch(self.max_batch)
         edges = self.token_edges
         if not edges or list(edges) != sorted(set(edges)) or edges[0] < 1 or edges[-1] != self.num_tokens:
             raise ConfigError(f"token bucket edges {list(edges)} must rise strictly from >= 1 to N={self.num_tokens}")
