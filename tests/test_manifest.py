@@ -158,8 +158,11 @@ def test_layout_decides_which_graphs_exist():
     cfg = AdaViTConfig.from_flags(img_size=32, patch_size=8, embed_dim=48, depth=3, num_heads=3, mlp_hidden=96,
                                   ada_token=False, ada_layer=False, keep_layers=2)  # fmt: skip
     g = graphs(cfg)
-    assert list(g) == ["stem", "attn_0", "mlp_0", "attn_1", "mlp_1", "policy_2", "attn_2", "mlp_2", "head", "dense"]
+    assert list(g) == [
+        "stem", "attn_0", "mlp_0", "attn_1", "mlp_1", "policy_2", "attn_2", "mlp_2", "attn_masked_2", "mlp_masked_2", "head", "dense"
+    ]  # fmt: skip
     assert [p.name for p in g["policy_2"].outputs] == ["heads"]
+    assert [(p.name, p.shape) for p in g["attn_masked_2"].inputs] == [("x", ("batch", "tokens", 48)), ("head_mask", ("batch", 3))]
     assert [p.name for p in g["attn_0"].inputs] == ["x"]
 
 
@@ -176,6 +179,9 @@ def test_edited_num_heads_with_matching_signatures_is_refused_by_the_graph_file(
         for key, art in d["artifacts"].items():
             for t in art["outputs"]:
                 if t["name"] == "heads":
+                    t["shape"] = ["batch", 6]
+            for t in art["inputs"]:
+                if t["name"] == "head_mask":
                     t["shape"] = ["batch", 6]
 
     _edit(bundle, consistent)

@@ -171,8 +171,9 @@ class MaskedMlp(PrunedMlp):
     bias+GELU fused), the dropped heads' channels zeroed per sample by ``head_mask`` (G,H)."""
 
     def forward(self, x: torch.Tensor, head_mask: torch.Tensor) -> torch.Tensor:
-        H, d = self.w1.shape[:2]
-        z = (self.norm2(x).unflatten(-1, (H, d)) * head_mask[:, None, :, None]).flatten(-2)
+        G, K, _ = x.shape
+        H, d = int(self.w1.shape[0]), int(self.w1.shape[1])  # static in the graph: ORT fuses bias+GELU
+        z = (self.norm2(x).reshape(G, K, H, d) * head_mask[:, None, :, None]).reshape(G, K, H * d)
         return x + self.fc2(self.act(z @ _kept_rows(self.w1, None) + self.b1))
 
 
