@@ -18,6 +18,7 @@ and its artifacts checked to be exactly the graphs its config implies
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -219,6 +220,21 @@ class Manifest:
         return _parse(cls, fields, "", where)
 
 
+@functools.lru_cache(maxsize=None)
+def _fields(cls: type) -> tuple[dict[str, Any], dict[str, dataclasses.Field]]:
+    """A dataclass's resolved type hints and init fields, once per class (a manifest has hundreds of specs)."""
+    return typing.get_type_hints(cls), {f.name: f for f in dataclasses.fields(cls) if f.init}
+
+
+def _plain(hint: Any, value: Any) -> bool:
+    """Whether ``value`` already is a JSON scalar of type ``hint`` (the cheap case of a union member)."""
+    if hint is str:
+        return isinstance(value, str)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return hint is type(None) and value is None
+
+
 def _parse(hint: Any, value: Any, at: str, where: str) -> Any:
     """``value`` (parsed JSON) checked against type ``hint`` and built into it (dataclasses included)."""
 
@@ -232,6 +248,9 @@ def _parse(hint: Any, value: Any, at: str, where: str) -> Any:
         return value
     if origin in (Union, types.UnionType):
         for option in args:
+            if _plain(option, value):
+                return value
+        for option in args:
             try:
                 return _parse(option, value, at, where)
             except BundleError:
@@ -240,8 +259,7 @@ def _parse(hint: Any, value: Any, at: str, where: str) -> Any:
     if dataclasses.is_dataclass(hint):
         if not isinstance(value, dict):
             raise wrong(f"an object ({hint.__name__})")
-        hints = typing.get_type_hints(hint)
-        known = {f.name: f for f in dataclasses.fields(hint) if f.init}
+        hints, known = _fields(hint)
         unknown = sorted(set(value) - set(known))
         missing = [n for n, f in known.items() if n not in value and f.default is f.default_factory is dataclasses.MISSING]
         if unknown or missing:

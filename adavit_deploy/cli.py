@@ -402,14 +402,7 @@ def build_trt(
         )
     from .tensorrt.manifest import read_engine_manifest
 
-    built = read_engine_manifest(path)
-    env = built.environment
-    console.print(f"[green]engines written:[/] {escape(str(path))}")
-    console.print(
-        f"{len(built.engines)} {built.precision} engines, TensorRT {env.tensorrt}, {escape(env.gpu)} ({env.sm}), "
-        f"batch 1..{built.max_batch}, token buckets {built.token_edges}",
-        highlight=False,
-    )
+    render.print_engines(console, path, read_engine_manifest(path))
 
 
 @app.command(cls=LiteralHelpCommand)
@@ -641,12 +634,7 @@ def serve(
     options = _repository_options(name, max_batch, queue_delay_us, instances, threads, backend, budget, precision, with_dense)
 
     def ready(server) -> None:
-        models = ", ".join([name] + ([name + "_dense"] if with_dense else []))
-        err_console.print(
-            f"[green]serving[/] {escape(str(bundle))} as {escape(models)}: HTTP {server.http_url}, gRPC {server.grpc_url}, "
-            f"metrics {server.metrics_url}; Ctrl-C to stop",
-            highlight=False,
-        )
+        render.print_serving(err_console, bundle, [name] + ([name + "_dense"] if with_dense else []), server)
 
     with _errors():
         bundle = resolve_bundle(bundle)

@@ -95,6 +95,26 @@ def print_evaluation(console: Console, rows: Sequence, dense_top1: float, source
     console.print(table)
 
 
+def print_engines(console: Console, path: Path, built) -> None:
+    """``build-trt``'s result: where, how many, for which TensorRT / GPU / batch / token buckets."""
+    env = built.environment
+    console.print(f"[green]engines written:[/] {escape(str(path))}")
+    console.print(
+        f"{len(built.engines)} {built.precision} engines, TensorRT {env.tensorrt}, {escape(env.gpu)} ({env.sm}), "
+        f"batch 1..{built.max_batch}, token buckets {built.token_edges}",
+        highlight=False,
+    )
+
+
+def print_serving(console: Console, bundle: Path, models: list[str], server) -> None:
+    """``serve``'s ready line: what is served where, and how to stop it."""
+    console.print(
+        f"[green]serving[/] {escape(str(bundle))} as {escape(', '.join(models))}: HTTP {server.http_url}, "
+        f"gRPC {server.grpc_url}, metrics {server.metrics_url}; Ctrl-C to stop",
+        highlight=False,
+    )
+
+
 def print_tactics(console: Console, table) -> None:
     """``tune``'s choices: per batch size, stage and kept heads, over blocks (``TacticTable.summary``)."""
     out = Table("batch", "stage", "kept heads", "blocks", "gather ms", "masked ms", "picked", title="stage time per batch, per tactic")

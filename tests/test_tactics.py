@@ -21,41 +21,27 @@ from adavit_deploy.tuner import tune
 from checks import cli_error, one_line
 
 
-@pytest.fixture(scope="module")
-def fixture_bundle(load_reference_case, tmp_path_factory):
-    """``fixture_bundle(name)``: (reference case, its exported bundle), exported once per module."""
-    made = {}
-
-    def get(name: str):
-        if name not in made:
-            case = load_reference_case(name)
-            made[name] = case, export_bundle(case.checkpoint, tmp_path_factory.mktemp(name) / "bundle")
-        return made[name]
-
-    return get
-
-
 @pytest.fixture
 def tunable(half_gmacs_bundle, tmp_path):
     """A private copy of the ~50% GMACs bundle (tuning writes into it)."""
     return shutil.copytree(half_gmacs_bundle, tmp_path / "bundle")
 
 
-@pytest.mark.parametrize("batch", [8, 1])
 @pytest.mark.parametrize("tactic", TACTICS)
-def test_reference_fixtures_are_exact_under_each_tactic(fixture_bundle, fixture_name, tactic, batch):
-    """Decisions identical and logits within 1e-4 of the reference, with either tactic forced on every stage."""
-    case, bundle = fixture_bundle(fixture_name)
-    with load_bundle(bundle, tactic=tactic) as rt:
-        res = rt.infer(case.images, batch_size=batch)
+def test_reference_fixtures_are_exact_under_each_tactic(reference_case, reference_bundle, fixture_name, tactic):
+    """Decisions identical and logits within 1e-4 of the reference, with either tactic forced on
+    every stage, on the whole batch and one image at a time."""
+    with load_bundle(reference_bundle(fixture_name), tactic=tactic) as rt:
+        results = [rt.infer(reference_case.images, batch_size=batch) for batch in (8, 1)]
         has_heads = bool(rt.cfg.head_select)
-    np.testing.assert_allclose(res.logits, case.logits, atol=1e-4)
-    for key, want in case.decisions.items():
-        np.testing.assert_array_equal(getattr(res, key), want, err_msg=key)
-    if has_heads:
-        assert res.routing.tactics.get(tactic, 0) > 0, res.routing.tactics
-        masked_paths = [p for p in res.routing.paths if p.endswith(":masked")]
-        assert bool(masked_paths) == (tactic == "masked")
+    for res in results:
+        np.testing.assert_allclose(res.logits, reference_case.logits, atol=1e-4)
+        for key, want in reference_case.decisions.items():
+            np.testing.assert_array_equal(getattr(res, key), want, err_msg=key)
+        if has_heads:
+            assert res.routing.tactics.get(tactic, 0) > 0, res.routing.tactics
+            masked_paths = [p for p in res.routing.paths if p.endswith(":masked")]
+            assert bool(masked_paths) == (tactic == "masked")
 
 
 @pytest.mark.parametrize(
@@ -63,13 +49,13 @@ def test_reference_fixtures_are_exact_under_each_tactic(fixture_bundle, fixture_
     [{}, {"ada_token_with_mlp": False}, {"keep_layers": 2, "ada_token_start_layer": 1, "norm_policy": True}, {"ada_token": False}],
     ids=["full", "tokens-msa-only", "keep2-normpolicy", "no-tokens"],
 )
-def test_masked_tactic_matches_pytorch_for_every_layout(make_checkpoint, images, tmp_path, flags):
-    ckpt = make_checkpoint(**flags)
-    model, _ = load_model(ckpt)
+def test_masked_tactic_matches_pytorch_for_every_layout(exported, images, flags):
+    made = exported(**flags)
+    model, _ = load_model(made.checkpoint)
     x = images(model.cfg, batch=6, seed=5)
     with torch.no_grad():
         ref = model(x)
-    with load_bundle(export_bundle(ckpt, tmp_path / "b"), tactic="masked") as rt:
+    with load_bundle(made.bundle, tactic="masked") as rt:
         res = rt.infer(x.numpy())
     np.testing.assert_allclose(res.logits, ref.logits.numpy(), atol=1e-4)
     for key in ("head_select", "layer_select", "token_select"):
