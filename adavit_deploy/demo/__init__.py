@@ -10,6 +10,7 @@ sub-layers each image needs.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -35,11 +36,20 @@ INK = 0.5  # normalised units above the background that count as the digit's ink
 @dataclass
 class DigitsSplit:
     train_raw: np.ndarray  # (N, 8, 8) uint8 scans: training pastes them anew each epoch
-    train_images: np.ndarray  # (N, 3, 48, 48) float32, normalised: one seeded paste (calibration data)
     train_labels: np.ndarray
     test_images: np.ndarray  # (M, 3, 48, 48) float32, normalised
     test_labels: np.ndarray
     test_canvases: np.ndarray  # (M, 48, 48) uint8, for saving as image files
+    cfg: AdaViTConfig
+    train_paste: dict  # the seeded generator's state for the one paste of ``train_images``
+
+    @functools.cached_property
+    def train_images(self) -> np.ndarray:
+        """(N, 3, 48, 48) float32, normalised: one seeded paste (calibration data), made on first use
+        (training pastes anew each epoch and evaluation reads the test split: neither needs it)."""
+        rng = np.random.default_rng()
+        rng.bit_generator.state = self.train_paste
+        return transform_canvases(paste_digits(self.train_raw, rng), self.cfg)
 
 
 def paste_digits(raw: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -78,8 +88,9 @@ def load_digits_split(cfg: AdaViTConfig = DEMO_CONFIG) -> DigitsSplit:
     test, train = order[:TEST_SIZE], order[TEST_SIZE:]
     labels = digits.target.astype(np.int64)
     canvases = paste_digits(raw[test], rng)
-    train_images = transform_canvases(paste_digits(raw[train], rng), cfg)
-    return DigitsSplit(raw[train], train_images, labels[train], transform_canvases(canvases, cfg), labels[test], canvases)
+    return DigitsSplit(
+        raw[train], labels[train], transform_canvases(canvases, cfg), labels[test], canvases, cfg, rng.bit_generator.state
+    )
 
 
 def digit_patches(images: np.ndarray, cfg: AdaViTConfig = DEMO_CONFIG) -> np.ndarray:
