@@ -8,9 +8,10 @@ message with exit code 1 (a traceback only with ``--debug``).
 from __future__ import annotations
 
 import json
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Iterator, Optional
+from typing import Annotated, Callable, Iterator, Optional
 
 import typer
 from rich.console import Console
@@ -79,15 +80,37 @@ def _own_onnxruntime(backend: str, threads: int) -> None:
 
 @contextmanager
 def _errors() -> Iterator[None]:
-    """Library errors become one line on stderr and exit code 1."""
-    try:
-        yield
-    except AdaViTDeployError as e:
-        if _state["debug"]:
-            raise
-        # escape: a path like "model[v2].pth" is not rich markup
-        err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from None
+    """Library errors become one line on stderr and exit code 1; library warnings one line
+    each on stderr, as errors are (not Python's file:line and source line)."""
+    with warnings.catch_warnings():
+        warnings.showwarning = _print_warning
+        try:
+            yield
+        except AdaViTDeployError as e:
+            if _state["debug"]:
+                raise
+            # escape: a path like "model[v2].pth" is not rich markup
+            err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+
+
+def _print_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int, file=None, line=None) -> None:
+    err_console.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
+
+
+@contextmanager
+def _progress(prefix: str = "") -> Iterator[Callable[[str, int, int], None]]:
+    """A transient progress bar, as the library's ``progress(what, done, total)`` callback.
+
+    Disabled when stdout is not a terminal: a pipe or a file gets the
+    results only (an enabled bar leaves a blank line there, even before an error).
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as bar:
+        task = bar.add_task(escape(prefix), total=None)
+        yield lambda what, done, total: bar.update(task, description=escape(prefix + what), completed=done, total=total or None)
 
 
 def _version(value: bool) -> None:
@@ -465,8 +488,6 @@ def bench(
     """
     if url:
         return _bench_url(url, protocol, concurrency, duration, images, model, metrics_port, json_out)
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from .bench import bench as run_bench
     from .plots import plot_report, require_plotting
 
@@ -477,9 +498,7 @@ def bench(
             if path:
                 check_writable(path, what)
         _own_onnxruntime(backend, threads)
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-        with Progress(*columns, console=console, transient=True) as bar:
-            task = bar.add_task("starting", total=None)
+        with _progress() as progress:
             report = run_bench(
                 target,
                 backend=backend,
@@ -493,7 +512,7 @@ def bench(
                 memory=memory,
                 qk_scale=qk_scale,
                 tactic=tactic,
-                progress=lambda what, done, total: bar.update(task, description=what, completed=done, total=total or None),
+                progress=progress,
             )
         if json_out:
             report.save(json_out)
@@ -533,8 +552,6 @@ def tune(
     TensorRT's timing cache. The runtime uses the result on this machine
     (same CPU, backend version and threads) and the defaults elsewhere.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from .bench import parse_batch_sizes
     from .bundle import resolve_bundle
     from .tuner import tune as run_tune
@@ -543,12 +560,10 @@ def tune(
         sizes = parse_batch_sizes(batch_sizes)
         bundle = resolve_bundle(bundle)
         _own_onnxruntime(backend, threads)
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-        with Progress(*columns, console=console, transient=True) as bar:
-            task = bar.add_task("tuning", total=None)
+        with _progress("tuning: ") as progress:
             table, path = run_tune(
                 bundle, sizes, budget=budget, precision=precision, backend=backend, threads=threads, images=images,
-                reps=reps, margin=margin, progress=lambda what, done, total: bar.update(task, description=f"tuning: {what}", completed=done, total=total),
+                reps=reps, margin=margin, progress=progress,
             )  # fmt: skip
     render.print_tactics(console, table)
     render.print_written(console, path)

@@ -23,9 +23,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from .atomic import check_writable
 from .errors import InputError
 from .runtime.adaptive import AdaptiveRuntime, RoutingStats, load_bundle
-from .runtime.tactics import MARGIN, STAGES, TACTICS, TacticTable, Timing, write_table
+from .runtime.tactics import FILE, MARGIN, STAGES, TACTICS, TacticTable, Timing, write_table
 
 #: inputs per batch size, at least (batch 1 needs several images to see several head counts)
 MIN_SAMPLES = 16
@@ -60,6 +61,7 @@ def tune(
     if not 0 <= margin < 1:
         raise InputError(f"--margin must be in [0, 1), got {margin}")
     with load_bundle(bundle, backend, threads, budget, precision, tactic="gather") as rt:
+        check_writable(Path(bundle) / FILE, "the tactics file")  # before the timing, not after it
         cfg = rt.cfg
         if images is None:
             count = max(MIN_SAMPLES, max(batch_sizes))

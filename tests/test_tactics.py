@@ -197,3 +197,102 @@ def test_untuned_runtime_loads_no_masked_graph(tunable):
         loaded = set(rt.runners)
     assert set(res.routing.tactics) == {"gather"}
     assert {"attn_1", "mlp_1"} <= loaded and not any("masked" in name for name in loaded)
+
+
+def _tuned_doc(bundle, machine=None) -> dict:
+    """A valid ``tactics.json`` for ``bundle`` (masked for every key), as a dict to edit."""
+    with load_bundle(bundle, tactic="gather") as rt:
+        cfg, here = rt.cfg, _machine(rt)
+    timings = [
+        Timing(b, stage, k, 1, {"gather": 1.0, "masked": 0.5}, 1, "masked")
+        for b in cfg.head_select for stage in ("attn", "mlp") for k in range(1, cfg.num_heads + 1)
+    ]  # fmt: skip
+    write_table(bundle, TacticTable(machine or here, "fp32", timings))
+    return json.loads((bundle / FILE).read_text())
+
+
+def _first(doc: dict) -> dict:
+    return doc["tables"]["fp32"]["timings"][0]
+
+
+@pytest.mark.parametrize(
+    "edit, says",
+    [
+        (lambda d: _first(d).update(kept_heads=99), "keeps 99 heads, this model has 3"),
+        (lambda d: _first(d).update(kept_heads=-1), "kept_heads -1 is not an integer >= 1"),
+        (lambda d: _first(d).update(kept_heads=2.5), "kept_heads 2.5 is not an integer"),
+        (lambda d: _first(d).update(tactic="fastest"), "tactic 'fastest' is not one of gather, masked"),
+        (lambda d: _first(d).update(stage="[red]qkv"), "stage '[red]qkv' is not one of attn, mlp"),
+        (lambda d: _first(d).update(ms={"gather": -1.0, "masked": 1.0}), "is not a time >= 0"),
+        (lambda d: _first(d).update(ms={}), "is not a time >= 0"),
+        (lambda d: _first(d).update(batch_size=0), "batch_size 0 is not an integer >= 1"),
+        (lambda d: _first(d).pop("block"), "missing 'block'"),
+        (lambda d: d["tables"]["fp32"].update(machine="my laptop"), "machine is not an object"),
+        (lambda d: d["tables"]["fp32"].update(margin=float("nan")), "margin nan is not a finite number"),
+        (lambda d: d["tables"]["fp32"].update(margin=2), "margin 2.0 is not in [0, 1)"),
+    ],
+    ids=["heads>H", "heads<0", "heads-float", "tactic", "stage", "ms<0", "ms-missing", "batch0", "no-block", "machine-str",
+         "margin-nan", "margin>1"],  # fmt: skip
+)
+def test_an_edited_tactics_file_is_a_one_line_error_naming_it(tunable, tmp_path, edit, says):
+    """Every field of tactics.json is checked on load: no traceback at inference, no silent misroute
+    (a negative kept-head count would have indexed the table from its end)."""
+    doc = _tuned_doc(tunable)
+    edit(doc)
+    (tunable / FILE).write_text(json.dumps(doc))
+    with pytest.raises(BundleError) as e:
+        load_bundle(tunable)
+    one_line(e, str(tunable / FILE), says, "re-run `adavit-deploy tune`")
+    np.save(tmp_path / "x.npy", np.zeros((2, 3, 32, 32), np.float32))
+    cli_error(CliRunner().invoke(app, ["infer", str(tunable), str(tmp_path / "x.npy")]), says)
+
+
+def test_a_huge_tactics_file_is_refused_unread(tunable, monkeypatch):
+    import adavit_deploy.runtime.tactics as tactics
+
+    _tuned_doc(tunable)
+    monkeypatch.setattr(tactics, "MAX_BYTES", 100)
+    with pytest.raises(BundleError) as e:
+        load_bundle(tunable)
+    one_line(e, "more than a tactics file holds (100)", "re-run `adavit-deploy tune`")
+
+
+def test_cli_warns_in_one_line_for_another_machine(tunable, tmp_path):
+    """The warning is one escaped line on stderr, as errors are: not Python's file:line and source line."""
+    with load_bundle(tunable, tactic="gather") as rt:
+        elsewhere = {**_machine(rt), "cpu": "another [bold]CPU"}
+    _tuned_doc(tunable, elsewhere)
+    np.save(tmp_path / "x.npy", np.zeros((2, 3, 32, 32), np.float32))
+    result = CliRunner().invoke(app, ["infer", str(tunable), str(tmp_path / "x.npy"), "--output", str(tmp_path / "y.npz")])
+    assert result.exit_code == 0, result.output
+    warned = [line for line in result.output.splitlines() if "tuned on another machine" in line]
+    assert len(warned) == 1 and warned[0].startswith("warning: "), result.output
+    assert "UserWarning" not in result.output and "AdaptiveRuntime(" not in result.output
+    forced = CliRunner().invoke(app, ["bench", str(tunable), "--tactic", "gather", "--batch-sizes", "1", "--engines", "adaptive",
+                                      "--iterations", "1", "--warmup", "0", "--no-memory"])  # fmt: skip
+    assert forced.exit_code == 0 and "warning" not in forced.output, forced.output  # a forced tactic reads no table
+
+
+def test_tune_refuses_an_unwritable_tactics_file_before_timing(tunable):
+    (tunable / FILE).mkdir()
+    calls = []
+    with pytest.raises(InputError) as e:
+        tune(tunable, "1", threads=1, reps=1, progress=lambda *a: calls.append(a))
+    one_line(e, f"the tactics file {tunable / FILE} is a directory")
+    assert calls == [] and (tunable / FILE).is_dir()
+
+
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (["tune", "{b}", "--reps", "0"], "--reps must be >= 1, got 0"),
+        (["tune", "{b}", "--margin", "1"], "--margin must be in [0, 1)"),
+        (["tune", "{b}", "--precision", "int8"], "no int8 graphs"),
+        (["bench", "{b}", "--tactic", "fastest", "--no-memory"], "unknown tactic 'fastest'"),
+    ],
+)
+def test_cli_errors_of_tune_and_bench_are_the_only_output(tunable, args, says):
+    """No progress bar residue (a blank line) before the error when the output is not a terminal."""
+    result = CliRunner().invoke(app, [a.format(b=tunable) for a in args])
+    cli_error(result, says)
+    assert result.output.startswith("error:"), repr(result.output)

@@ -120,7 +120,9 @@ class AdaptiveRuntime(Closable):
         self.budget = manifest.budget(budget)
         self._runners: dict[str, Runner] = {}
         self.tactic = check_tactic(tactic)
-        self.tactics: TacticTable | None = None if tactic else table_for(bundle, self.precision, backend.fingerprint())
+        self.tactics: TacticTable | None = None if tactic else table_for(
+            bundle, self.precision, backend.fingerprint(), self.cfg.num_heads
+        )
         self._luts: dict[tuple[int, str, int], np.ndarray] = {}
         with np.load(bundle_file(self.bundle, manifest.artifacts["constants"].file), allow_pickle=False) as c:
             self.constants = {k: c[k] for k in c.files}

@@ -27,6 +27,7 @@ faster by ``margin`` (default 5%), and untuned the runtime never loads it.
 from __future__ import annotations
 
 import json
+import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,8 @@ TACTICS = ("gather", "masked")
 STAGES = ("attn", "mlp")
 FILE = "tactics.json"
 SCHEMA, SCHEMA_VERSION = "adavit-deploy/tactics", 1
+#: a tactics file larger than this is not one (a real table is a few hundred KiB at most)
+MAX_BYTES = 16 << 20
 
 
 def graph_name(tactic: str, stage: str, block: int) -> str:
@@ -139,29 +142,68 @@ class TacticTable:
 
 
 def read_tables(bundle: str | Path) -> dict[str, TacticTable]:
-    """Every precision's table in ``bundle``'s ``tactics.json`` (none if there is no file)."""
+    """Every precision's table in ``bundle``'s ``tactics.json`` (none if there is no file).
+
+    The file is the user's to copy or edit, so every field is checked here
+    (a bad one is a one-line error, not a crash or a silent misroute later).
+    """
     path = Path(bundle) / FILE
     if not path.is_file():
         return {}
-    where = f"{path}"
+    fix = "re-run `adavit-deploy tune`"
+    if path.stat().st_size > MAX_BYTES:
+        raise BundleError(f"{path}: {path.stat().st_size} bytes, more than a tactics file holds ({MAX_BYTES}): {fix}")
     try:
         d = json.loads(path.read_bytes())
-        check_schema(d, SCHEMA, SCHEMA_VERSION, f"tactics file ({where})", "re-run `adavit-deploy tune`", BundleError)
-        return {
-            precision: TacticTable(
-                t["machine"],
-                precision,
-                [Timing(int(x["block"]), str(x["stage"]), int(x["kept_heads"]), int(x["batch_size"]),
-                        {str(k): float(v) for k, v in x["ms"].items()}, int(x["samples"]), check_tactic(str(x["tactic"])))
-                 for x in t["timings"]],
-                float(t["margin"]),
-            )
-            for precision, t in d["tables"].items()
-        }
+        check_schema(d, SCHEMA, SCHEMA_VERSION, f"tactics file ({path})", fix, BundleError)
+        return {_text(p, "precision"): _table(p, t) for p, t in d["tables"].items()}
     except BundleError:
         raise
     except (ValueError, KeyError, TypeError, AttributeError) as e:
-        raise BundleError(f"{where}: not a valid tactics file ({type(e).__name__}): re-run `adavit-deploy tune`") from None
+        why = str(e) if isinstance(e, ValueError) else f"missing {e}" if isinstance(e, KeyError) else type(e).__name__
+        raise BundleError(f"{path}: not a valid tactics file ({why}): {fix}") from None
+
+
+def _table(precision: str, t: dict[str, Any]) -> TacticTable:
+    if not isinstance(t["machine"], dict):
+        raise ValueError(f"{precision}: machine is not an object")
+    margin = _number(t["margin"], "margin")
+    if not 0 <= margin < 1:
+        raise ValueError(f"{precision}: margin {margin} is not in [0, 1)")
+    return TacticTable(t["machine"], precision, [_timing(x) for x in t["timings"]], margin)
+
+
+def _timing(x: dict[str, Any]) -> Timing:
+    ms = {_text(k, "tactic"): _number(v, "ms") for k, v in x["ms"].items()}
+    timing = Timing(
+        _count(x["block"], "block", 0), _text(x["stage"], "stage"), _count(x["kept_heads"], "kept_heads", 1),
+        _count(x["batch_size"], "batch_size", 1), ms, _count(x["samples"], "samples", 0), _text(x["tactic"], "tactic"),
+    )  # fmt: skip
+    if timing.stage not in STAGES:
+        raise ValueError(f"stage {timing.stage!r} is not one of {', '.join(STAGES)}")
+    if timing.tactic not in TACTICS:
+        raise ValueError(f"tactic {timing.tactic!r} is not one of {', '.join(TACTICS)}")
+    if set(ms) != set(TACTICS) or min(ms.values()) < 0:
+        raise ValueError(f"ms {ms} is not a time >= 0 for each of {', '.join(TACTICS)}")
+    return timing
+
+
+def _count(value: Any, what: str, least: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < least:
+        raise ValueError(f"{what} {value!r} is not an integer >= {least}")
+    return value
+
+
+def _number(value: Any, what: str) -> float:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        raise ValueError(f"{what} {value!r} is not a finite number")
+    return float(value)
+
+
+def _text(value: Any, what: str) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{what} {value!r} is not a string")
+    return value
 
 
 def write_table(bundle: str | Path, table: TacticTable) -> Path:
@@ -181,12 +223,21 @@ def write_table(bundle: str | Path, table: TacticTable) -> Path:
     return path
 
 
-def table_for(bundle: str | Path, precision: str, machine: dict[str, Any]) -> TacticTable | None:
+def table_for(bundle: str | Path, precision: str, machine: dict[str, Any], num_heads: int) -> TacticTable | None:
     """The tuned table for ``precision`` if it was measured on ``machine``; else ``None``,
-    with a warning when a table exists for another machine (the defaults run)."""
+    with a warning when a table exists for another machine (the defaults run).
+
+    ``num_heads``: the bundle's head count; a table naming more kept heads is
+    another model's.
+    """
     table = read_tables(bundle).get(precision)
     if table is None:
         return None
+    too_many = max((t.kept_heads for t in table.timings), default=0)
+    if too_many > num_heads:
+        raise BundleError(
+            f"{Path(bundle) / FILE}: a timing keeps {too_many} heads, this model has {num_heads}: re-run `adavit-deploy tune`"
+        )
     if table.machine != machine:
         differs = sorted(k for k in {*machine, *table.machine} if machine.get(k) != table.machine.get(k))
         warnings.warn(
