@@ -44,6 +44,23 @@ def test_no_cuda_is_one_line(monkeypatch):
     assert "\n" not in msg and "no CUDA GPU" in msg and "--backend ort" in msg
 
 
+def test_a_tactics_table_tuned_on_tensorrt_holds_only_for_its_gpu_and_version():
+    """``tactics.json`` is used where its fingerprint matches: on TensorRT that is the engines'
+    GPU and TensorRT version too, not only the host CPU (which another GPU can share)."""
+    from adavit_deploy.tensorrt.backend import TrtBackend
+    from adavit_deploy.tensorrt.manifest import TrtEnvironment
+
+    def fingerprint(env: TrtEnvironment) -> dict:
+        backend = object.__new__(TrtBackend)  # no TensorRT here: the fingerprint reads only the environment
+        backend.environment = env
+        return backend.fingerprint()
+
+    h200 = fingerprint(TrtEnvironment("10.3.0", "NVIDIA H200", (9, 0)))
+    assert (h200["backend"], h200["gpu"], h200["tensorrt"], h200["sm"]) == ("trt", "NVIDIA H200", "10.3.0", "sm_90")
+    assert fingerprint(TrtEnvironment("10.3.0", "NVIDIA L4", (8, 9))) != h200
+    assert fingerprint(TrtEnvironment("10.4.0", "NVIDIA H200", (9, 0))) != h200
+
+
 def test_unknown_backend_lists_trt():
     with pytest.raises(BackendError, match="ort, ort-cuda, trt"):
         get_backend("tensorrt")

@@ -166,6 +166,11 @@ class TrtBackend(Backend):
         self.engines = Path(engines) if engines is not None else None
         self._loaded: dict[Path, tuple[EngineManifest, dict[str, str]]] = {}
 
+    def fingerprint(self) -> dict[str, Any]:
+        """A tactic timing on TensorRT holds for this GPU and TensorRT version, as its engines do."""
+        env = self.environment
+        return {**super().fingerprint(), "tensorrt": env.tensorrt, "gpu": env.gpu, "sm": env.sm}
+
     def engine_dir(self, bundle: Path) -> Path:
         return self.engines if self.engines is not None else Path(bundle) / ENGINE_DIR
 
