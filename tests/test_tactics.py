@@ -296,3 +296,19 @@ def test_cli_errors_of_tune_and_bench_are_the_only_output(tunable, args, says):
     result = CliRunner().invoke(app, [a.format(b=tunable) for a in args])
     cli_error(result, says)
     assert result.output.startswith("error:"), repr(result.output)
+
+
+def test_a_load_that_fails_closes_the_backend_it_started(tunable, monkeypatch):
+    """``load_bundle`` with a backend name owns it: refused (here by a bad tactics file), it closes it."""
+    import adavit_deploy.runtime.adaptive as adaptive
+
+    started = []
+    real = adaptive.get_backend
+    monkeypatch.setattr(adaptive, "get_backend", lambda *a: started.append(real(*a)) or started[-1])
+    (tunable / FILE).write_text("{not json")
+    with pytest.raises(BundleError):
+        load_bundle(tunable)
+    assert len(started) == 1 and started[0].closed
+    with pytest.raises(BundleError):
+        load_bundle(tunable, tactic="fastest")
+    assert len(started) == 1  # refused before any backend started

@@ -342,6 +342,10 @@ def load_bundle(
     manifest = read_manifest(path)
     if not isinstance(backend, str):
         return AdaptiveRuntime(path, manifest, backend, budget, precision, tactic=tactic)
-    return AdaptiveRuntime(
-        path, manifest, get_backend(backend, threads), budget, precision, owns_backend=True, tactic=tactic
-    )
+    check_tactic(tactic)  # a typo costs no backend start (TensorRT's is seconds)
+    owned = get_backend(backend, threads)
+    try:
+        return AdaptiveRuntime(path, manifest, owned, budget, precision, owns_backend=True, tactic=tactic)
+    except BaseException:  # a bad budget, precision or tactics file: the runtime never took the backend
+        owned.close()
+        raise
