@@ -540,7 +540,7 @@ def tune(
     ] = None,
     reps: Annotated[int, typer.Option(help="Timed repetitions per tactic and key (the fastest counts).")] = 3,
     margin: Annotated[
-        float, typer.Option(help="How much faster masked must be to be picked (it holds a second copy of its block's weights).")
+        float, typer.Option(help="How much faster masked must be to be picked, as a fraction (0.05: 5%; it holds a second copy of its block's weights).")
     ] = 0.05,
 ) -> None:
     """Time each tactic of each pruned stage on this machine and write the fastest into the bundle (tactics.json).
@@ -551,6 +551,11 @@ def tune(
     heads, the batch size and the machine, so this measures it, like
     TensorRT's timing cache. The runtime uses the result on this machine
     (same CPU, backend version and threads) and the defaults elsewhere.
+
+    One table per --precision: tune each precision you run (tables tuned
+    here for the others are kept). A batch uses the choices of the largest
+    tuned batch size not above it. --budget only decides which head counts the inputs reach;
+    the choices serve every budget. Run with the --threads inference uses.
     """
     from .bench import parse_batch_sizes
     from .bundle import resolve_bundle

@@ -312,3 +312,11 @@ def test_a_load_that_fails_closes_the_backend_it_started(tunable, monkeypatch):
     with pytest.raises(BundleError):
         load_bundle(tunable, tactic="fastest")
     assert len(started) == 1  # refused before any backend started
+
+
+def test_tune_help_says_what_a_table_covers():
+    """Per precision, which batch sizes, every budget, the threads to use: what a user must know to tune once."""
+    out = " ".join(CliRunner().invoke(app, ["tune", "--help"], env={"COLUMNS": "200"}).output.split())
+    for fragment in ("One table per --precision", "largest tuned batch size not above it", "serve every budget",
+                     "--threads inference uses", "0.05: 5%"):  # fmt: skip
+        assert fragment in out, fragment
