@@ -62,6 +62,11 @@ def tune(
         raise InputError(f"--margin must be in [0, 1), got {margin}")
     with load_bundle(bundle, backend, threads, budget, precision, tactic="gather") as rt:
         check_writable(Path(bundle) / FILE, "the tactics file")  # before the timing, not after it
+        if max(batch_sizes) > rt.manifest.max_batch:  # a typo (100000) would fill memory with inputs
+            raise InputError(
+                f"--batch-sizes {max(batch_sizes)} is above the bundle's max batch {rt.manifest.max_batch}: "
+                "tune up to it (larger batches use its choices) or re-export with a larger --max-batch"
+            )
         cfg = rt.cfg
         if images is None:
             count = max(MIN_SAMPLES, max(batch_sizes))

@@ -320,3 +320,12 @@ def test_tune_help_says_what_a_table_covers():
     for fragment in ("One table per --precision", "largest tuned batch size not above it", "serve every budget",
                      "--threads inference uses", "0.05: 5%"):  # fmt: skip
         assert fragment in out, fragment
+
+
+def test_tune_refuses_batch_sizes_above_the_bundles_max_batch(tunable):
+    """``--batch-sizes 100000`` made 100000 seeded inputs and was killed for memory; the bundle's max batch bounds it."""
+    calls = []
+    with pytest.raises(InputError) as e:
+        tune(tunable, "1,100000", threads=1, reps=1, progress=lambda *a: calls.append(a))
+    one_line(e, "--batch-sizes 100000 is above the bundle's max batch 4", "--max-batch")
+    assert calls == [] and not (tunable / FILE).exists()
