@@ -94,7 +94,10 @@ def _errors() -> Iterator[None]:
             raise typer.Exit(1) from None
 
 
-def _print_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int, file=None, line=None) -> None:
+def _print_warning(
+    message: Warning | str, category: type[Warning], filename: str, lineno: int, file: object = None, line: str | None = None
+) -> None:
+    """``warnings.showwarning`` for a command: the message alone, escaped (it holds user paths)."""
     err_console.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
 
 

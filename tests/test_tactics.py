@@ -329,3 +329,13 @@ def test_tune_refuses_batch_sizes_above_the_bundles_max_batch(tunable):
         tune(tunable, "1,100000", threads=1, reps=1, progress=lambda *a: calls.append(a))
     one_line(e, "--batch-sizes 100000 is above the bundle's max batch 4", "--max-batch")
     assert calls == [] and not (tunable / FILE).exists()
+
+
+def test_write_table_keeps_other_precisions_only_from_the_same_machine(tmp_path):
+    here, there = {"backend": "ort", "cpu": "A"}, {"backend": "ort", "cpu": "B"}
+    timing = [Timing(1, "attn", 1, 1, {"gather": 1.0, "masked": 2.0}, 1, "gather")]
+    write_table(tmp_path, TacticTable(here, "fp32", timing))
+    write_table(tmp_path, TacticTable(here, "int8", timing))
+    assert sorted(read_tables(tmp_path)) == ["fp32", "int8"]
+    write_table(tmp_path, TacticTable(there, "fp16", timing))
+    assert sorted(read_tables(tmp_path)) == ["fp16"]  # the others were timed on another machine
