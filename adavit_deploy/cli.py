@@ -553,7 +553,7 @@ def tune(
     zeroed (masked); both are exact. Which is faster depends on the kept
     heads, the batch size and the machine, so this measures it, like
     TensorRT's timing cache. The runtime uses the result on this machine
-    (same CPU, backend version and threads) and the defaults elsewhere.
+    (same CPU, backend version and threads) and gather (the default) elsewhere.
 
     One table per --precision: tune each precision you run (tables tuned
     here for the others are kept). A batch uses the choices of the largest

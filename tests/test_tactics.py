@@ -128,7 +128,7 @@ def test_a_table_from_another_machine_is_ignored_with_a_warning(tunable):
 
 
 def test_bad_tactics_and_tables_are_one_line_errors(tunable):
-    with pytest.raises(BundleError) as e:
+    with pytest.raises(InputError) as e:
         load_bundle(tunable, tactic="fastest")
     one_line(e, "unknown tactic 'fastest'", "gather, masked")
     (tunable / FILE).write_text("{not json")
@@ -309,7 +309,7 @@ def test_a_load_that_fails_closes_the_backend_it_started(tunable, monkeypatch):
     with pytest.raises(BundleError):
         load_bundle(tunable)
     assert len(started) == 1 and started[0].closed
-    with pytest.raises(BundleError):
+    with pytest.raises(InputError):
         load_bundle(tunable, tactic="fastest")
     assert len(started) == 1  # refused before any backend started
 

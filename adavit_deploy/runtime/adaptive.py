@@ -96,7 +96,8 @@ class AdaptiveRuntime(Closable):
     ``fp16``, ``int8``: which graph variants run) are the defaults of every call.
     ``tactic``: force ``gather`` or ``masked`` on every stage (what the parity
     tests do); by default each stage runs the tactic the bundle's
-    ``tactics.json`` picked for this machine, or ``default_masked``.
+    ``tactics.json`` picked for this machine, or ``gather`` (``default_masked``:
+    untuned, no masked graph is loaded).
 
     ``close()`` (or ``with load_bundle(...) as rt:``) releases the runners'
     sessions, and the backend too when the runtime made it (``owns_backend``:

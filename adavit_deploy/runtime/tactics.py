@@ -37,7 +37,7 @@ import numpy as np
 
 from ..atomic import atomic_file
 from ..bundle import check_schema
-from ..errors import BundleError
+from ..errors import BundleError, InputError
 
 TACTICS = ("gather", "masked")
 STAGES = ("attn", "mlp")
@@ -62,8 +62,9 @@ def default_masked(num_heads: int) -> np.ndarray:
 
 
 def check_tactic(tactic: str | None) -> str | None:
+    """A tactic the caller forces (``--tactic``): one of ``TACTICS``, or ``None`` for the tuned choice."""
     if tactic is not None and tactic not in TACTICS:
-        raise BundleError(f"unknown tactic {tactic!r}: choose {', '.join(TACTICS)} (or none: the tuned choice)")
+        raise InputError(f"unknown tactic {tactic!r}: choose {', '.join(TACTICS)} (or none: the tuned choice)")
     return tactic
 
 
