@@ -243,7 +243,7 @@ def table_for(bundle: str | Path, precision: str, machine: dict[str, Any], num_h
         differs = sorted(k for k in {*machine, *table.machine} if machine.get(k) != table.machine.get(k))
         warnings.warn(
             f"{bundle}: {FILE} was tuned on another machine ({', '.join(differs)} differ): "
-            "using the default tactics; re-run `adavit-deploy tune` here",
+            "using the default tactic (gather); re-run `adavit-deploy tune` here",
             stacklevel=3,
         )
         return None
