@@ -180,7 +180,7 @@ def print_bench(console: Console, report) -> None:
     versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items())
     console.print(
         f"{s['images']['count']} inputs ({escape(s['images']['source'])}); backend {s['backend']}, {s['threads']} threads, "
-        f"tactics {s.get('tactic', 'default')}, "
+        f"tactics {', '.join(f'{p} {t}' for p, t in s.get('tactics', {}).items()) or 'default'}, "
         f"{escape(env['cpu'])}; {versions}",
         highlight=False,
     )

@@ -315,6 +315,7 @@ def test_bench_compares_precisions_at_a_budget(calibrated):
     (cmp,) = report.comparisons
     assert set(cmp["speedup_vs_fp32"]) == {"adaptive.int8"}  # its value is a wall-clock ratio: not asserted
     assert set(report.precision_parity) == {"adaptive.int8"}  # dense.fp16 asked, not adaptive.fp16
+    assert report.settings["tactics"] == {"fp32": "default", "int8": "default"}  # the adaptive engines' precisions only
     parity = report.precision_parity["adaptive.int8"]
     assert parity["samples"] == 32 and 0.9 <= parity["decision_agreement"] <= 1.0
     # the adaptive engines ran at the budget: its cost, not native's

@@ -161,12 +161,12 @@ def test_bench_reports_the_tactics_that_ran(tunable):
     from adavit_deploy.bench import bench
 
     report = bench(tunable, engines="adaptive,dense", batch_sizes="1,4", iterations=1, warmup=0, memory=False, tactic="masked")
-    assert report.settings["tactic"] == "masked"
+    assert report.settings["tactics"] == {"fp32": "masked"}
     for row in report.routing["by_batch_size"]:
         by_tactic = row["calls_per_batch_by_tactic"]
         assert by_tactic["masked"] > 0 and sum(by_tactic.values()) == row["graph_calls_per_batch"]
     untuned = bench(tunable, engines="adaptive", batch_sizes="1", iterations=1, warmup=0, memory=False)
-    assert untuned.settings["tactic"] == "default"
+    assert untuned.settings["tactics"] == {"fp32": "default"}
 
 
 def test_reduced_precision_variants_of_both_tactics(make_checkpoint, images, tmp_path):

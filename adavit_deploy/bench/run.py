@@ -209,7 +209,12 @@ def bench(
             "rounds": min(iterations, ROUNDS),
             "engines": names,
             "budget": budget,
-            "tactic": tactic or ("tuned" if rt.tactics is not None else "default"),
+            # per precision of the adaptive engines: forced, tuned on this machine, or the default (gather)
+            "tactics": {
+                p: tactic or ("tuned" if r.tactics is not None else "default")
+                for p, r in runtimes.items()
+                if any(split_engine(n) == ("adaptive", p) for n in wanted)
+            },
             "images": {"source": source, "count": int(len(pool))},
             "memory": memory,
         },
