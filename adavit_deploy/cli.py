@@ -157,6 +157,9 @@ Budget = Annotated[
     str, typer.Option(help="Which of the bundle's budgets to run: native (the checkpoint's thresholds) or e.g. 0.5.")
 ]
 Precision = Annotated[str, typer.Option(help="Graph precision: fp32, or fp16 / int8 if the bundle was exported with them.")]
+DemoBundle = Annotated[
+    Optional[Path], typer.Argument(help="Bundle directory [default: export/bundles/ada_digits, the demo model's].")
+]
 
 
 def _overrides(
@@ -327,10 +330,7 @@ def inspect(
 
 @app.command(cls=LiteralHelpCommand)
 def evaluate(
-    bundle: Annotated[
-        Optional[Path],
-        typer.Argument(help="Bundle directory [default: export/bundles/ada_digits, the demo model's]."),
-    ] = None,
+    bundle: DemoBundle = None,
     data: Annotated[
         str, typer.Option(help="Labelled images: 'demo' (the demo's 360 held-out digits) or an .npz with images and labels.")
     ] = "demo",
@@ -528,10 +528,7 @@ def bench(
 
 @app.command(cls=LiteralHelpCommand)
 def tune(
-    bundle: Annotated[
-        Optional[Path],
-        typer.Argument(help="Bundle directory [default: export/bundles/ada_digits, the demo model's]."),
-    ] = None,
+    bundle: DemoBundle = None,
     batch_sizes: Annotated[str, typer.Option(help="Comma-separated batch sizes to tune for.")] = "1,16",
     budget: Budget = "native",
     precision: Precision = "fp32",
@@ -623,15 +620,12 @@ def triton_repo(
     options = _repository_options(name, max_batch, queue_delay_us, instances, threads, backend, budget, precision, with_dense)
     with _errors():
         path = write_repository(bundle, out, options, overwrite=overwrite)
-    render.print_repository(console, path, [name] + ([name + "_dense"] if with_dense else []))
+    render.print_repository(console, path, options.models)
 
 
 @app.command(cls=LiteralHelpCommand)
 def serve(
-    bundle: Annotated[
-        Optional[Path],
-        typer.Argument(help="Bundle directory [default: export/bundles/ada_digits, the demo model's]."),
-    ] = None,
+    bundle: DemoBundle = None,
     host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0: every interface).")] = "127.0.0.1",
     http_port: Annotated[int, typer.Option(help="HTTP/REST port (KServe v2 protocol).")] = 8000,
     grpc_port: Annotated[int, typer.Option(help="gRPC port.")] = 8001,
@@ -657,7 +651,7 @@ def serve(
     options = _repository_options(name, max_batch, queue_delay_us, instances, threads, backend, budget, precision, with_dense)
 
     def ready(server) -> None:
-        render.print_serving(err_console, bundle, [name] + ([name + "_dense"] if with_dense else []), server)
+        render.print_serving(err_console, bundle, options.models, server)
 
     with _errors():
         bundle = resolve_bundle(bundle)

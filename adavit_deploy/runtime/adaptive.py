@@ -180,11 +180,7 @@ class AdaptiveRuntime(Closable):
         raw ``Thresholds`` (what calibration searches over); default: the runtime's.
         """
         self.check_open()
-        images = self.check_images(images)
-        if budget is None:
-            thr = self.budget.thresholds
-        else:
-            thr = budget if isinstance(budget, Thresholds) else self.manifest.budget(budget).thresholds
+        images, thr = self.check_images(images), self._thresholds(budget)
         if batch_size is None or batch_size >= len(images):
             return self._infer_batch(images, thr)
         if batch_size < 1:
@@ -196,8 +192,13 @@ class AdaptiveRuntime(Closable):
     def walk(self, images: np.ndarray, visit: Visit, budget: str | float | None = None) -> InferResult:
         """``infer`` on one batch, calling ``visit(block, x, layer, heads, tokens)`` before each
         block runs on ``x`` (the token buffer entering it): what the tuner times the stages on."""
-        thr = self.budget.thresholds if budget is None else self.manifest.budget(budget).thresholds
-        return self._infer_batch(self.check_images(images), thr, visit)
+        return self._infer_batch(self.check_images(images), self._thresholds(budget), visit)
+
+    def _thresholds(self, budget: str | float | Thresholds | None) -> Thresholds:
+        """The runtime's budget (``None``), one of the bundle's by name, or raw ``Thresholds``."""
+        if budget is None:
+            return self.budget.thresholds
+        return budget if isinstance(budget, Thresholds) else self.manifest.budget(budget).thresholds
 
     def _infer_batch(self, images: np.ndarray, thr: Thresholds, visit: Visit | None = None) -> InferResult:
         cfg = self.cfg

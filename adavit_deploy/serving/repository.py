@@ -48,6 +48,11 @@ class RepositoryOptions:
     precision: str = "fp32"
     with_dense: bool = False
 
+    @property
+    def models(self) -> list[str]:
+        """The models the repository serves: ``name``, and its dense twin with ``--with-dense``."""
+        return [self.name] + ([self.name + DENSE_SUFFIX] if self.with_dense else [])
+
     def check(self) -> None:
         """One-line errors for values Triton or the runtime would refuse later, less clearly."""
         if not _NAME.match(self.name):
