@@ -15,11 +15,11 @@ from __future__ import annotations
 import numpy as np
 
 from .config import T2T_SOFT_SPLITS, AdaViTConfig
+from .decisions import per_block
 
 
 def block_macs(cfg: AdaViTConfig, tokens, heads, attn_on, mlp_on):
-    """MACs of one block. Arguments broadcast: scalars, numpy arrays or torch
-    tensors (the demo model's training differentiates through this)."""
+    """MACs of one block. Arguments broadcast: scalars or numpy arrays."""
     C, M, N = cfg.embed_dim, cfg.mlp_hidden, cfg.num_tokens
     K = tokens * 1.0
     kd = heads * float(cfg.head_dim)
@@ -70,21 +70,17 @@ def fixed_macs(cfg: AdaViTConfig) -> float:
 
 def dense_gmacs(cfg: AdaViTConfig) -> float:
     """GMACs with every decision on (the plain ViT of the same weights)."""
-    per_block = block_macs(cfg, np.float64(cfg.num_tokens), np.float64(cfg.num_heads), 1, 1)
-    return (cfg.depth * float(per_block) + fixed_macs(cfg)) / 1e9
+    block = block_macs(cfg, np.float64(cfg.num_tokens), np.float64(cfg.num_heads), 1, 1)
+    return (cfg.depth * float(block) + fixed_macs(cfg)) / 1e9
 
 
-def sample_gmacs(cfg: AdaViTConfig, head_select, layer_select, token_select):
-    """GMACs per sample (B,) from decisions in the reference's shapes (numpy or torch)."""
-    if isinstance(token_select, np.ndarray):  # count in float64, whatever the decisions' dtype
-        head_select, layer_select, token_select = (np.asarray(a, np.float64) for a in (head_select, layer_select, token_select))
-    total = fixed_macs(cfg) + 0.0 * token_select.sum((1, 2))  # (B,), whatever the array type
-    for block in range(cfg.depth):
-        heads = head_select[:, cfg.head_select.index(block)].sum(-1) if block in cfg.head_select else cfg.num_heads
-        tokens = token_select[:, cfg.token_select.index(block)].sum(-1) if block in cfg.token_select else cfg.num_tokens
-        attn_on = mlp_on = 1
-        if block in cfg.layer_select:
-            layer = layer_select[:, cfg.layer_select.index(block)]
-            attn_on, mlp_on = layer[:, 0], layer[:, 1]
-        total = total + block_macs(cfg, tokens, heads, attn_on, mlp_on)
+def sample_gmacs(cfg: AdaViTConfig, head_select, layer_select, token_select) -> np.ndarray:
+    """GMACs per sample (B,) from numpy decisions in the reference's shapes."""
+    heads = per_block(cfg, "head_select", head_select).sum(-1)  # (B, depth), counted in float64
+    layers = per_block(cfg, "layer_select", layer_select)
+    tokens = per_block(cfg, "token_select", token_select).sum(-1)
+    macs = block_macs(cfg, tokens, heads, layers[..., 0], layers[..., 1])
+    total = np.full(len(macs), fixed_macs(cfg))
+    for block in range(cfg.depth):  # block by block, as the runtime adds them
+        total = total + macs[:, block]
     return total / 1e9

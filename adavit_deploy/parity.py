@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from .decisions import NAMES
 from .runtime.adaptive import AdaptiveRuntime, InferResult
 
 
@@ -38,9 +39,9 @@ def compare(ref: Any, got: InferResult) -> dict[str, Any]:
 
     ``ref`` has the same fields as ``InferResult`` (numpy arrays or CPU torch tensors).
     """
-    arrays = {k: np.asarray(getattr(ref, k)) for k in ("logits", *InferResult.DECISIONS)}
-    agree = sum(int((arrays[k] == getattr(got, k)).sum()) for k in InferResult.DECISIONS)
-    total = sum(arrays[k].size for k in InferResult.DECISIONS)
+    arrays = {k: np.asarray(getattr(ref, k)) for k in ("logits", *NAMES)}
+    agree = sum(int((arrays[k] == getattr(got, k)).sum()) for k in NAMES)
+    total = sum(arrays[k].size for k in NAMES)
     diff = np.abs(arrays["logits"] - got.logits)
     return {
         "samples": int(len(got.logits)),

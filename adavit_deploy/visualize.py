@@ -12,10 +12,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from .atomic import check_writable
 from .config import AdaViTConfig
+from .decisions import NAMES, per_block
 from .errors import AdaViTDeployError
 from .plots import Decisions, plot_grid, plot_policy, require_plotting
 from .runtime import InferResult
@@ -24,13 +23,7 @@ from .runtime import InferResult
 def block_decisions(cfg: AdaViTConfig, result: InferResult, i: int) -> Decisions:
     """Sample ``i``'s heads (depth, H), sub-layers (depth, 2) and patches (depth, P), all 0/1;
     blocks without a selector get ones (they always run everything)."""
-
-    def per_block(blocks: tuple[int, ...], decided: np.ndarray, width: int) -> np.ndarray:
-        return np.stack([decided[i, blocks.index(b)] if b in blocks else np.ones(width) for b in range(cfg.depth)])
-
-    heads = per_block(cfg.head_select, result.head_select, cfg.num_heads)
-    layers = per_block(cfg.layer_select, result.layer_select, 2)
-    tokens = per_block(cfg.token_select, result.token_select, cfg.num_tokens)
+    heads, layers, tokens = (per_block(cfg, name, getattr(result, name)[i : i + 1])[0] for name in NAMES)
     return heads, layers, tokens[:, 1:]
 
 

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from ..cost import dense_gmacs, sample_gmacs
+from ..errors import ConfigError
 from ..model import AdaViT, save_checkpoint
 from ..model.adavit import SelectHead
 from . import CHECKPOINT_NAME, DEMO_CONFIG, digit_patches, load_digits_split, paste_digits, transform_canvases
@@ -86,7 +87,7 @@ def evaluate(model: AdaViT, images: np.ndarray, labels: np.ndarray) -> dict[str,
     x = torch.from_numpy(images)
     out = model(x)
     dense = model(x, force_dense=True)
-    gmacs = sample_gmacs(model.cfg, out.head_select, out.layer_select, out.token_select)
+    gmacs = sample_gmacs(model.cfg, out.head_select.numpy(), out.layer_select.numpy(), out.token_select.numpy())
     kept = out.token_select[:, :, 1:].numpy().astype(bool)  # (B, blocks, P)
     digit = np.broadcast_to(digit_patches(images, model.cfg)[:, None], kept.shape)
     return {
@@ -107,15 +108,20 @@ def train(
     batch: int = 64,
     seed: int = 0,
     log=print,
+    train_images: int | None = None,
 ) -> dict[str, float]:
+    """Train, save the checkpoint to ``out`` and its results beside it; ``train_images`` keeps only the
+    first N training digits: a quick check that the recipe runs (the shipped model saw all 1437)."""
+    if train_images is not None and train_images < 1:
+        raise ConfigError(f"train_images must be >= 1, got {train_images}")
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     start = time.perf_counter()
     data = load_digits_split()
-    y_train = torch.from_numpy(data.train_labels)
+    raw, y_train = data.train_raw[:train_images], torch.from_numpy(data.train_labels[:train_images])
 
     def pasted() -> tuple[torch.Tensor, torch.Tensor]:
-        return torch.from_numpy(transform_canvases(paste_digits(data.train_raw, rng))), y_train
+        return torch.from_numpy(transform_canvases(paste_digits(raw, rng))), y_train
 
     model = AdaViT(DEMO_CONFIG)
 
@@ -171,6 +177,7 @@ def train(
         dense_epochs=dense_epochs,
         adaptive_epochs=adaptive_epochs,
         usage_targets=USAGE_TARGETS,
+        train_images=len(y_train),
         test_images=len(data.test_labels),
     )
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -186,10 +193,11 @@ def main() -> None:
     ap.add_argument("--dense-epochs", type=int, default=100)
     ap.add_argument("--adaptive-epochs", type=int, default=50)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--train-images", type=int, default=None, help="only the first N training digits (a quick check)")
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1: fastest on a shared machine)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    train(args.out, args.dense_epochs, args.adaptive_epochs, seed=args.seed)
+    train(args.out, args.dense_epochs, args.adaptive_epochs, seed=args.seed, train_images=args.train_images)
 
 
 if __name__ == "__main__":

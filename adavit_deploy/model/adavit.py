@@ -18,6 +18,7 @@ from timm.layers import Mlp, PatchEmbed, trunc_normal_
 from torch import nn
 
 from ..config import AdaViTConfig, Thresholds
+from ..decisions import NAMES, layout
 from .t2t import TokensToToken
 
 
@@ -183,17 +184,12 @@ class AdaViT(nn.Module):
             x, d = block(x, self.cfg.thresholds, force_dense)
             decisions.append(d)
         logits = self.head(self.norm(x)[:, 0])
-        cfg, B = self.cfg, images.shape[0]
 
-        def stack(blocks: tuple[int, ...], attr: str, width: int) -> torch.Tensor:
+        def select(name: str, attr: str) -> torch.Tensor:
+            blocks, width = layout(self.cfg)[name]
             if not blocks:
-                return logits.new_zeros(B, 0, width)
+                return logits.new_zeros(len(logits), 0, width)
             return torch.stack([getattr(decisions[i], attr) for i in blocks], dim=1)
 
-        return AdaViTOutput(
-            logits=logits,
-            head_select=stack(cfg.head_select, "heads", cfg.num_heads),
-            layer_select=stack(cfg.layer_select, "layer", 2),
-            token_select=stack(cfg.token_select, "tokens", cfg.num_tokens),
-        )
+        return AdaViTOutput(logits, *(select(name, attr) for name, attr in zip(NAMES, ("heads", "layer", "tokens"))))
 

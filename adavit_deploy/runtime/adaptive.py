@@ -25,6 +25,7 @@ from ..atomic import atomic_file
 from ..bundle import Manifest, bundle_file, read_manifest, variant_key
 from ..config import Thresholds
 from ..cost import sample_gmacs
+from ..decisions import NAMES, select
 from ..errors import InputError
 from ..inputs import check_finite
 from .backends import Backend, Runner, get_backend
@@ -73,20 +74,18 @@ class InferResult:
     gmacs: np.ndarray
     routing: RoutingStats
 
-    DECISIONS = ("head_select", "layer_select", "token_select")
-
     @classmethod
     def concat(cls, parts: list["InferResult"]) -> "InferResult":
         stats = RoutingStats()
         for p in parts:
             stats.merge(p.routing)
-        arrays = {k: np.concatenate([getattr(p, k) for p in parts]) for k in ("logits", *cls.DECISIONS, "gmacs")}
+        arrays = {k: np.concatenate([getattr(p, k) for p in parts]) for k in ("logits", *NAMES, "gmacs")}
         return cls(**arrays, routing=stats)
 
     def save(self, path: str | Path) -> None:
         """Write ``logits``, the decisions and ``gmacs`` to ``.npz``, atomically."""
         with atomic_file(path, "--output") as tmp, open(tmp, "wb") as f:
-            np.savez(f, logits=self.logits, gmacs=self.gmacs, **{k: getattr(self, k) for k in self.DECISIONS})
+            np.savez(f, logits=self.logits, gmacs=self.gmacs, **{k: getattr(self, k) for k in NAMES})
 
 
 class AdaptiveRuntime(Closable):
@@ -204,28 +203,18 @@ class AdaptiveRuntime(Closable):
         cfg = self.cfg
         # contiguous: routing gathers and scatters through a flat (B*N, C) view of it
         x = np.ascontiguousarray(self.runner("stem")(images=images)["tokens"])
-        B, N, _ = x.shape
         stats = RoutingStats()
-        record = {"layer": [], "heads": [], "tokens": []}
+        every_block: dict[str, list[np.ndarray]] = {name: [] for name in NAMES}
         for block in range(cfg.depth):
             layer, heads, tokens = self._decide(block, x, thr)
             if visit is not None:
                 visit(block, x, layer, heads, tokens)
-            record["layer"].append(layer)
-            record["heads"].append(heads)
-            record["tokens"].append(tokens)
+            for name, decided in zip(NAMES, (heads, layer, tokens)):
+                every_block[name].append(decided)
             self._block(block, x, layer, heads, tokens, stats)
         logits = self.runner("head")(cls=np.ascontiguousarray(x[:, 0]))["logits"]
-
-        def stack(blocks: tuple[int, ...], key: str, width: int) -> np.ndarray:
-            if not blocks:
-                return np.zeros((B, 0, width), np.float32)
-            return np.stack([record[key][b] for b in blocks], axis=1).astype(np.float32)
-
-        head_sel = stack(cfg.head_select, "heads", cfg.num_heads)
-        layer_sel = stack(cfg.layer_select, "layer", 2)
-        token_sel = stack(cfg.token_select, "tokens", N)
-        return InferResult(logits, head_sel, layer_sel, token_sel, sample_gmacs(cfg, head_sel, layer_sel, token_sel), stats)
+        decisions = [select(cfg, name, every_block[name], len(x)) for name in NAMES]
+        return InferResult(logits, *decisions, sample_gmacs(cfg, *decisions), stats)
 
     def _decide(self, block: int, x: np.ndarray, thr: Thresholds) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Stage 1: (B,2) sub-layers, (B,H) heads, (B,N) tokens, all bool."""

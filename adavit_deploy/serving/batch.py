@@ -12,10 +12,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..decisions import NAMES
 from ..errors import AdaViTDeployError, InputError
-from ..runtime import AdaptiveRuntime, InferResult
+from ..runtime import AdaptiveRuntime
 
-DECISIONS = InferResult.DECISIONS
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ def _outputs(runtime: AdaptiveRuntime, images: np.ndarray, mode: str) -> dict[st
     if mode == "dense":
         return {"logits": runtime.dense(images)}
     r = runtime.infer(images)
-    return {"logits": r.logits, **{k: getattr(r, k) for k in DECISIONS}, "gmacs": r.gmacs.astype(np.float32)[:, None]}
+    return {"logits": r.logits, **{k: getattr(r, k) for k in NAMES}, "gmacs": r.gmacs.astype(np.float32)[:, None]}
 
 
 def run_batch(runtime: AdaptiveRuntime, requests: list[np.ndarray], mode: str = "adaptive") -> list[Outcome]:
