@@ -63,6 +63,18 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def verified_sha256(path: Path) -> str:
+    """``sha256(path)``, hashed once per version of the file in this process: a bundle loaded again
+    (``evaluate`` opens one runtime per budget and precision) is not read again unless a file changed."""
+    st = path.stat()  # ctime too: a write changes it, and unlike mtime it cannot be set back
+    return _sha256_of(str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+@functools.lru_cache(maxsize=1024)
+def _sha256_of(path: str, inode: int, size: int, mtime_ns: int, ctime_ns: int) -> str:
+    return sha256(Path(path))
+
+
 @dataclass
 class TensorSpec:
     name: str
@@ -382,7 +394,7 @@ def read_manifest(bundle: str | Path, verify: bool = True) -> Manifest:
             f = files[name]
             if not f.is_file():
                 raise BundleError(f"{bundle}: artifact {art.file} ({name}) is missing: re-export the bundle")
-            if sha256(f) != art.sha256:
+            if verified_sha256(f) != art.sha256:
                 raise BundleError(f"{bundle}: artifact {art.file} ({name}) fails its sha256 check: re-export the bundle")
     return manifest
 

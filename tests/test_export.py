@@ -101,6 +101,24 @@ def test_tampered_or_missing_artifact_is_refused(bundle, tmp_path):
         read_manifest(bundle)
 
 
+def test_a_file_is_hashed_again_only_when_it_changed(bundle, tmp_path, monkeypatch):
+    """Loading a bundle again reads no artifact; one changed in place (same size) is read and refused."""
+    from adavit_deploy import bundle as bundle_module
+
+    bundle = Path(shutil.copytree(bundle, tmp_path / "b"))
+    read_manifest(bundle)
+    hashed, real = [], bundle_module.sha256
+    monkeypatch.setattr(bundle_module, "sha256", lambda path: hashed.append(Path(path).name) or real(path))
+    read_manifest(bundle)
+    assert hashed == []
+    data = bytearray((bundle / "mlp_1.onnx").read_bytes())
+    data[-1] ^= 1
+    (bundle / "mlp_1.onnx").write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="mlp_1.onnx.*sha256"):
+        read_manifest(bundle)
+    assert hashed == ["mlp_1.onnx"]
+
+
 def test_not_a_bundle(tmp_path):
     with pytest.raises(BundleError, match="not a bundle"):
         read_manifest(tmp_path)

@@ -186,38 +186,46 @@ def _with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
     return m
 
 
-def _probe(model: onnx.ModelProto, mm: _WeightMatMul, feed: dict[str, np.ndarray], heads: np.ndarray | None) -> np.ndarray:
-    """B of ``mm`` with its weight replaced by arange: ``B[i, j]`` = flat index of the weight element there."""
-    m = _with_outputs(model, [mm.b])
+def _probe(model: onnx.ModelProto, matmuls: list[_WeightMatMul], feed: dict[str, np.ndarray], heads: np.ndarray) -> list[np.ndarray]:
+    """B of each of ``matmuls`` with its weight replaced by arange, in one run: ``B[i, j]`` = flat
+    index of the weight element there (each B depends on its own weight and ``heads`` only)."""
+    m = _with_outputs(model, [mm.b for mm in matmuls])
+    roots = {mm.init for mm in matmuls}
     for t in m.graph.initializer:
-        if t.name == mm.init:
+        if t.name in roots:
             w = numpy_helper.to_array(t)
             if w.size >= 2**24:
-                raise ValueError(f"{mm.init}: {w.size} elements is too many for an exact float32 arange probe")
+                raise ValueError(f"{t.name}: {w.size} elements is too many for an exact float32 arange probe")
             t.CopyFrom(numpy_helper.from_array(np.arange(w.size, dtype=np.float32).reshape(w.shape), t.name))
-    f = dict(feed)
-    if heads is not None:
-        f[mm.heads] = heads
-    out = _session(m).run([mm.b], f)[0]
-    if out.ndim != 2:
-        raise ValueError(f"{mm.node.name}: expected a 2-D weight, got {out.shape}")
-    return np.rint(out).astype(np.int64)
+    f = {**feed, **{mm.heads: heads for mm in matmuls if mm.heads}}
+    outs = _session(m).run([mm.b for mm in matmuls], f)
+    for mm, out in zip(matmuls, outs):
+        if out.ndim != 2:
+            raise ValueError(f"{mm.node.name}: expected a 2-D weight, got {out.shape}")
+    return [np.rint(out).astype(np.int64) for out in outs]
 
 
-def _layout(model: onnx.ModelProto, mm: _WeightMatMul, feed: dict[str, np.ndarray], n_heads: int):
-    """(kind, int8 weight, scale) of one weight MatMul: ``const``, ``rows`` (heads pick input
-    channels: proj, fc1) or ``cols`` (heads pick output channels: qkv)."""
+def _layouts(model: onnx.ModelProto, matmuls: list[_WeightMatMul], feed: dict[str, np.ndarray], n_heads: int):
+    """(kind, int8 weight, scale) of each weight MatMul: ``const``, ``rows`` (heads pick input
+    channels: proj, fc1) or ``cols`` (heads pick output channels: qkv). Two probe runs in all:
+    every head kept, then the last one alone."""
+    every = _probe(model, matmuls, feed, np.arange(n_heads, dtype=np.int64))
+    headed = [mm for mm in matmuls if mm.heads]
+    last = dict(zip((id(mm) for mm in headed), _probe(model, headed, feed, np.array([n_heads - 1], np.int64)) if headed else []))
+    return [_layout(model, mm, idx, last.get(id(mm)), n_heads) for mm, idx in zip(matmuls, every)]
+
+
+def _layout(model: onnx.ModelProto, mm: _WeightMatMul, idx: np.ndarray, one: np.ndarray | None, n_heads: int):
+    """One weight MatMul's layout from its probes: ``idx`` with every head kept, ``one`` with the last alone."""
     w = numpy_helper.to_array(next(t for t in model.graph.initializer if t.name == mm.init)).astype(np.float32)
-    idx = _probe(model, mm, feed, np.arange(n_heads, dtype=np.int64) if mm.heads else None)
     if not np.array_equal(np.sort(idx.ravel()), np.arange(w.size)):
         raise ValueError(f"{mm.node.name}: B is not a permutation of its weight")
     b = w.ravel()[idx]
     scale = (np.maximum(np.abs(b).max(0), 1e-12) / WEIGHT_QMAX).astype(np.float32)  # per column of B
     bq = np.clip(np.rint(b / scale), -WEIGHT_QMAX, WEIGHT_QMAX).astype(np.int8)
     kin, n = b.shape
-    if mm.heads is None:
+    if one is None:
         return "const", bq, scale
-    one = _probe(model, mm, feed, np.array([n_heads - 1], np.int64))
     if one.shape == (kin // n_heads, n) and np.array_equal(one, idx[-kin // n_heads :]):
         return "rows", bq.reshape(n_heads, kin // n_heads, n), scale
     if one.shape == (kin, n // n_heads) and np.array_equal(one, idx[:, -n // n_heads :]):
@@ -260,7 +268,7 @@ class GraphCalibrator:
         if not self.observed:
             raise ValueError(f"{self.path.name}: no weight MatMul or patch Conv, or never run on the calibration set")
         model, g = self.model, self.model.graph
-        layouts = [_layout(model, mm, self.probe_feed, self.n_heads) for mm in self.matmuls]  # before rewriting
+        layouts = _layouts(model, self.matmuls, self.probe_feed, self.n_heads)  # before rewriting
         zero = "qdq_zero_i8"
         inits = [numpy_helper.from_array(np.array(0, np.int8), zero)]
         before: dict[str, list[onnx.NodeProto]] = {}
