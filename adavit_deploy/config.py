@@ -20,6 +20,8 @@ from .errors import ConfigError
 T2T_SOFT_SPLITS = ((7, 4, 2), (3, 2, 1), (3, 2, 1))
 #: The T2T stem's total stride (4 * 2 * 2): its tokens are 16 x 16 pixel cells.
 T2T_PATCH = 16
+#: LayerNorm eps everywhere in T2T-ViT (stem and blocks): nn.LayerNorm's default; DeiT's blocks use 1e-6.
+T2T_EPS = 1e-5
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -210,7 +212,7 @@ def _t2t(embed_dim: int, depth: int, num_heads: int) -> dict[str, Any]:
     """The reference's ``ada_step_t2t_vit_*_lnorm``: performer stem, MLP ratio 3, eps 1e-5, no q/k/v bias."""
     return dict(
         img_size=224, patch_size=T2T_PATCH, embed_dim=embed_dim, depth=depth, num_heads=num_heads,
-        mlp_hidden=3 * embed_dim, qkv_bias=False, eps=1e-5, t2t=T2TStem(),
+        mlp_hidden=3 * embed_dim, qkv_bias=False, eps=T2T_EPS, t2t=T2TStem(),
     )
 
 

@@ -10,6 +10,7 @@ same budget.
 from __future__ import annotations
 
 import json
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -105,25 +106,29 @@ def _rows(
     precisions = ["fp32", *(p for p in precisions or rt.manifest.precisions if p != "fp32")]
     dense = dense_gmacs(rt.cfg)
     rows = []
-    for budget in budgets:
-        ref = None
-        for precision in precisions:
-            step(f"budget {budget}, {precision}")
-            with AdaptiveRuntime(rt.bundle, rt.manifest, rt.backend, budget, precision) as run:
-                got = run.infer(images, batch_size)
-            ref = ref or got  # fp32 runs first
-            vs_fp32 = compare(ref, got)
-            rows.append(
-                EvalRow(
-                    budget=budget,
-                    precision=precision,
-                    top1=float((got.logits.argmax(1) == labels).mean()),
-                    gmacs_mean=float(got.gmacs.mean()),
-                    gmacs_fraction=float(got.gmacs.mean() / dense),
-                    top1_agreement_vs_fp32=vs_fp32["top1_agreement"],
-                    decision_agreement_vs_fp32=vs_fp32["decision_agreement"],
+    with ExitStack() as stack:  # one runtime per precision, its sessions made once for every budget
+        runs = {
+            p: rt if p == rt.precision else stack.enter_context(AdaptiveRuntime(rt.bundle, rt.manifest, rt.backend, precision=p))
+            for p in precisions
+        }
+        for budget in budgets:
+            ref = None
+            for precision in precisions:
+                step(f"budget {budget}, {precision}")
+                got = runs[precision].infer(images, batch_size, budget=budget)
+                ref = ref or got  # fp32 runs first
+                vs_fp32 = compare(ref, got)
+                rows.append(
+                    EvalRow(
+                        budget=budget,
+                        precision=precision,
+                        top1=float((got.logits.argmax(1) == labels).mean()),
+                        gmacs_mean=float(got.gmacs.mean()),
+                        gmacs_fraction=float(got.gmacs.mean() / dense),
+                        top1_agreement_vs_fp32=vs_fp32["top1_agreement"],
+                        decision_agreement_vs_fp32=vs_fp32["decision_agreement"],
+                    )
                 )
-            )
     return rows
 
 

@@ -9,6 +9,7 @@ from typing import Any
 from .config import AdaViTConfig
 from .cost import dense_gmacs
 from .model import build_model, infer_config, read_checkpoint
+from .model.checkpoint import qk_scale_rule
 
 
 def describe_checkpoint(path: str | Path, **overrides: Any) -> dict[str, Any]:
@@ -32,7 +33,7 @@ def describe_checkpoint(path: str | Path, **overrides: Any) -> dict[str, Any]:
             "num_tokens": cfg.num_tokens,
             "qkv_bias": cfg.qkv_bias,
             "layernorm_eps": cfg.eps,
-            "attention_scale": f"{cfg.attn_scale:.6g} ({_scale_source(cfg, ckpt.args, overrides.get('qk_scale'))})",
+            "attention_scale": f"{cfg.attn_scale:.6g} ({qk_scale_rule(ckpt.args, overrides, cfg.embed_dim, cfg.t2t is not None)[1]})",
         },
         "flags": cfg.flags(),
         "decision_blocks": {
@@ -52,14 +53,3 @@ def _stem(cfg: AdaViTConfig) -> str:
     if cfg.t2t is None:
         return f"patch embedding {cfg.patch_size}x{cfg.patch_size}"
     return f"tokens-to-token, {cfg.t2t.attention} token attention, token_dim {cfg.t2t.token_dim}"
-
-
-def _scale_source(cfg: AdaViTConfig, args: dict[str, Any], override: float | None) -> str:
-    """Where the attention scale came from: the T2T factory's ``pretrained`` rule is easy to miss."""
-    if override is not None:
-        return "--qk-scale"
-    if cfg.qk_scale is None:
-        return "head_dim^-0.5"
-    if cfg.t2t is not None and args.get("pretrained") and "qk_scale" not in args:
-        return "embed_dim^-0.5: the checkpoint's args.pretrained is true; --qk-scale overrides"
-    return "the checkpoint's args.qk_scale"

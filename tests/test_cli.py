@@ -186,15 +186,21 @@ def test_version(runner):
     assert __version__ in result.output
 
 
-def test_console_script(exported, tmp_path):
-    """The installed entry point runs a command end to end (``infer``, which imports no torch: a quick process)."""
+@pytest.mark.parametrize("program", ["console script", "python -m"])
+def test_console_script(exported, tmp_path, program):
+    """The installed entry point, and ``python -m adavit_deploy``, run a command end to end
+    (``infer``, which imports no torch: a quick process)."""
     from adavit_deploy.runtime import load_bundle
 
-    script = shutil.which("adavit-deploy", path=str(Path(sys.executable).parent)) or shutil.which("adavit-deploy")
-    assert script, "the adavit-deploy entry point is not installed"
+    if program == "python -m":
+        command = [sys.executable, "-m", "adavit_deploy"]
+    else:
+        script = shutil.which("adavit-deploy", path=str(Path(sys.executable).parent)) or shutil.which("adavit-deploy")
+        assert script, "the adavit-deploy entry point is not installed"
+        command = [script]
     x = np.random.default_rng(4).standard_normal((2, 3, 32, 32), dtype=np.float32)
     np.save(tmp_path / "x.npy", x)
-    args = [script, "infer", str(exported().bundle), str(tmp_path / "x.npy"), "-o", str(tmp_path / "o.npz")]
+    args = [*command, "infer", str(exported().bundle), str(tmp_path / "x.npy"), "-o", str(tmp_path / "o.npz")]
     proc = subprocess.run(args, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     with load_bundle(exported().bundle) as rt, np.load(tmp_path / "o.npz") as z:

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from ..config import DEFAULT_HEADS, PRESETS, T2T_PATCH, AdaViTConfig, Thresholds
+from ..config import DEFAULT_HEADS, PRESETS, T2T_EPS, T2T_PATCH, AdaViTConfig, Thresholds
 from ..errors import CheckpointError, ConfigError
 from .adavit import AdaViT
 from .t2t import stem_from_state
@@ -150,6 +150,20 @@ def _blocks_with(state: dict[str, torch.Tensor], suffix: str) -> tuple[int, ...]
     return tuple(sorted({int(m.group(1)) for m in found if m}))
 
 
+def qk_scale_rule(args: dict[str, Any], overrides: dict[str, Any], embed_dim: int, t2t: bool) -> tuple[float | None, str]:
+    """The attention scale (``None``: ``head_dim ** -0.5``) and where it comes from, for ``info``:
+    ``--qk-scale`` > the checkpoint's ``args.qk_scale`` > the T2T factory's ``pretrained`` rule
+    (``embed_dim ** -0.5``, easy to miss) > ``head_dim ** -0.5``."""
+    if overrides.get("qk_scale") is not None:
+        return overrides["qk_scale"], "--qk-scale"
+    if "qk_scale" in args:
+        scale = args["qk_scale"]
+        return scale, "head_dim^-0.5" if scale is None else "the checkpoint's args.qk_scale"
+    if t2t and args.get("pretrained"):
+        return embed_dim**-0.5, "embed_dim^-0.5: the checkpoint's args.pretrained is true; --qk-scale overrides"
+    return None, "head_dim^-0.5"
+
+
 def infer_config(ckpt: Checkpoint, **overrides: Any) -> AdaViTConfig:
     """Resolve the config: explicit overrides > tensor shapes > ``args`` > defaults.
 
@@ -172,7 +186,7 @@ def infer_config(ckpt: Checkpoint, **overrides: Any) -> AdaViTConfig:
         raise CheckpointError(f"{ckpt.path}: pos_embed holds {sd['pos_embed'].shape[1]} tokens, not 1 + a square grid")
     if t2t:
         stem, in_chans = stem_from_state(sd)
-        family = dict(patch_size=T2T_PATCH, in_chans=in_chans, eps=1e-5, t2t=stem)
+        family = dict(patch_size=T2T_PATCH, in_chans=in_chans, eps=T2T_EPS, t2t=stem)
     else:
         patch = sd["patch_embed.proj.weight"]
         family = dict(patch_size=patch.shape[-1], in_chans=patch.shape[1])
@@ -219,7 +233,7 @@ def infer_config(ckpt: Checkpoint, **overrides: Any) -> AdaViTConfig:
         token_select=token_select,
         norm_policy=_blocks_with(sd, "norm_policy.weight"),
         token_with_mlp=bool(token_with_mlp),
-        qk_scale=overrides.get("qk_scale", args.get("qk_scale", embed_dim**-0.5 if t2t and args.get("pretrained") else None)),
+        qk_scale=qk_scale_rule(args, overrides, embed_dim, t2t)[0],
         thresholds=thresholds,
         **family,
     )

@@ -20,10 +20,8 @@ import torch
 from timm.layers import Mlp
 from torch import nn
 
-from ..config import T2T_SOFT_SPLITS, T2TStem
+from ..config import T2T_EPS, T2T_SOFT_SPLITS, T2TStem
 from ..errors import CheckpointError
-
-STEM_EPS = 1e-5  # plain nn.LayerNorm in the reference's stem, whatever the blocks use
 
 
 class SoftSplit(nn.Module):
@@ -72,10 +70,10 @@ class TokenPerformer(nn.Module):
     def __init__(self, dim: int, stem: T2TStem) -> None:
         super().__init__()
         emb = stem.token_dim
-        self.norm1 = nn.LayerNorm(dim, eps=STEM_EPS)
+        self.norm1 = nn.LayerNorm(dim, eps=T2T_EPS)
         self.kqv = nn.Linear(dim, 3 * emb)
         self.proj = nn.Linear(emb, emb)
-        self.norm2 = nn.LayerNorm(emb, eps=STEM_EPS)
+        self.norm2 = nn.LayerNorm(emb, eps=T2T_EPS)
         self.mlp = nn.Sequential(nn.Linear(emb, emb), nn.GELU(), nn.Linear(emb, emb))  # keys mlp.0 / mlp.2
         # orthogonal rows of norm sqrt(m), as the reference draws them; checkpoints store their own
         w = nn.init.orthogonal_(torch.empty(stem.random_features, emb)) * math.sqrt(stem.random_features)
@@ -115,9 +113,9 @@ class TokenTransformer(nn.Module):
     def __init__(self, dim: int, stem: T2TStem) -> None:
         super().__init__()
         emb = stem.token_dim
-        self.norm1 = nn.LayerNorm(dim, eps=STEM_EPS)
+        self.norm1 = nn.LayerNorm(dim, eps=T2T_EPS)
         self.attn = TokenAttention(dim, emb)
-        self.norm2 = nn.LayerNorm(emb, eps=STEM_EPS)
+        self.norm2 = nn.LayerNorm(emb, eps=T2T_EPS)
         self.mlp = Mlp(emb, emb, act_layer=nn.GELU)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

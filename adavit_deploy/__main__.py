@@ -1,0 +1,5 @@
+"""``python -m adavit_deploy``: the ``adavit-deploy`` program, where the console script is not on PATH."""
+
+from .cli import main
+
+main()
