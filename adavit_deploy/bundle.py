@@ -17,18 +17,16 @@ and its artifacts checked to be exactly the graphs its config implies
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import hashlib
 import json
 import math
-import types
-import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 from .config import AdaViTConfig, Thresholds
+from .documents import Document
 from .errors import BundleError, ConfigError
 from .graphs import Port, agrees, describe, graphs
 
@@ -38,14 +36,7 @@ DEMO_BUNDLE_NAME = "ada_digits"
 SCHEMA = "adavit-deploy/bundle"
 SCHEMA_VERSION = 3  # 2: policy graphs output probabilities; budgets. 3: masked-tactic graphs
 MANIFEST = "manifest.json"
-
-
-def check_schema(d: dict[str, Any], schema: str, version: int, what: str, fix: str, error: type[Exception]) -> None:
-    """One check for every versioned JSON document we write: right kind, right version."""
-    if d.get("schema") != schema:
-        raise error(f"not an adavit-deploy {what}")
-    if d.get("schema_version") != version:
-        raise error(f"{what} version {d.get('schema_version')} is not {version}: {fix}")
+MANIFEST_DOCUMENT = Document("manifest", "bundle manifest", SCHEMA, SCHEMA_VERSION, "re-export the bundle", BundleError)
 
 
 def check_max_batch(max_batch: int) -> int:
@@ -65,7 +56,7 @@ def sha256(path: Path) -> str:
 
 def verified_sha256(path: Path) -> str:
     """``sha256(path)``, hashed once per version of the file in this process: a bundle loaded again
-    (``evaluate`` opens one runtime per budget and precision) is not read again unless a file changed."""
+    (``evaluate``, ``bench`` and ``tune`` open several runtimes of one bundle) is not read again unless a file changed."""
     st = path.stat()  # ctime too: a write changes it, and unlike mtime it cannot be set back
     return _sha256_of(str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
@@ -221,101 +212,7 @@ class Manifest:
     @classmethod
     def from_json(cls, text: str | bytes, where: str = "manifest") -> "Manifest":
         """Parse and type-check a manifest: anything malformed is one ``BundleError`` line."""
-        try:
-            d = json.loads(text)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise BundleError(f"{where}: malformed manifest (not UTF-8 JSON: {e}): re-export the bundle") from None
-        if not isinstance(d, dict):
-            raise BundleError(f"{where}: malformed manifest (a JSON {type(d).__name__}, not an object): re-export the bundle")
-        check_schema(d, SCHEMA, SCHEMA_VERSION, f"bundle manifest ({where})", "re-export it", BundleError)
-        fields = {k: v for k, v in d.items() if k not in ("schema", "schema_version", "flags")}  # flags: derived
-        return _parse(cls, fields, "", where)
-
-
-@functools.lru_cache(maxsize=None)
-def _fields(cls: type) -> tuple[dict[str, Any], dict[str, dataclasses.Field]]:
-    """A dataclass's resolved type hints and init fields, once per class (a manifest has hundreds of specs)."""
-    return typing.get_type_hints(cls), {f.name: f for f in dataclasses.fields(cls) if f.init}
-
-
-def _plain(hint: Any, value: Any) -> bool:
-    """Whether ``value`` already is a JSON scalar of type ``hint`` (the cheap case of a union member)."""
-    if hint is str:
-        return isinstance(value, str)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return hint is type(None) and value is None
-
-
-def _parse(hint: Any, value: Any, at: str, where: str) -> Any:
-    """``value`` (parsed JSON) checked against type ``hint`` and built into it (dataclasses included)."""
-
-    def wrong(what: str) -> BundleError:
-        shown = json.dumps(value)
-        shown = shown if len(shown) <= 40 else shown[:37] + "..."
-        return BundleError(f"{where}: malformed manifest: {at or 'top level'} should be {what}, got {shown}: re-export the bundle")
-
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if hint is Any:
-        return value
-    if origin in (Union, types.UnionType):
-        for option in args:
-            if _plain(option, value):
-                return value
-        for option in args:
-            try:
-                return _parse(option, value, at, where)
-            except BundleError:
-                pass
-        raise wrong(" or ".join(getattr(a, "__name__", str(a)) for a in args))
-    if dataclasses.is_dataclass(hint):
-        if not isinstance(value, dict):
-            raise wrong(f"an object ({hint.__name__})")
-        hints, known = _fields(hint)
-        unknown = sorted(set(value) - set(known))
-        missing = [n for n, f in known.items() if n not in value and f.default is f.default_factory is dataclasses.MISSING]
-        if unknown or missing:
-            raise BundleError(
-                f"{where}: malformed manifest: {at or 'top level'} "
-                + (f"has unknown keys {unknown}" if unknown else f"lacks {missing}")
-                + ": re-export the bundle"
-            )
-        kwargs = {k: _parse(hints[k], v, f"{at}.{k}".lstrip("."), where) for k, v in value.items()}
-        try:
-            return hint(**kwargs)
-        except ConfigError as e:
-            raise BundleError(f"{where}: {at or 'manifest'}: {e}") from None
-    if origin in (list, tuple):
-        if not isinstance(value, list):
-            raise wrong("a list")
-        if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
-            if len(value) != len(args):
-                raise wrong(f"a list of {len(args)}")
-            return tuple(_parse(a, v, f"{at}[{i}]", where) for i, (a, v) in enumerate(zip(args, value)))
-        items = [_parse(args[0], v, f"{at}[{i}]", where) for i, v in enumerate(value)]
-        return tuple(items) if origin is tuple else items
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise wrong("an object")
-        return {k: _parse(args[1], v, f"{at}.{k}", where) for k, v in value.items()}
-    if hint is type(None):
-        if value is not None:
-            raise wrong("null")
-        return None
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise wrong("true or false")
-        return value
-    if hint in (int, float):
-        ok = isinstance(value, int) or (hint is float and isinstance(value, float))
-        if isinstance(value, bool) or not ok:
-            raise wrong("an integer" if hint is int else "a number")
-        return hint(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise wrong("a string")
-        return value
-    raise TypeError(f"manifest field type {hint!r} has no parser")  # a programming error, not bad input
+        return MANIFEST_DOCUMENT.read(text, where, cls, derived=("flags",))
 
 
 def bundle_file(bundle: str | Path, name: str, what: str = "artifact", fix: str = "re-export the bundle") -> Path:

@@ -134,7 +134,7 @@ def test_bad_tactics_and_tables_are_one_line_errors(tunable):
     (tunable / FILE).write_text("{not json")
     with pytest.raises(BundleError) as e:
         load_bundle(tunable)
-    one_line(e, "not a valid tactics file", "adavit-deploy tune")
+    one_line(e, "malformed tactics file (not UTF-8 JSON", "adavit-deploy tune")
     (tunable / FILE).write_text(json.dumps({"schema": "adavit-deploy/tactics", "schema_version": 9, "tables": {}}))
     with pytest.raises(BundleError) as e:
         load_bundle(tunable)
@@ -219,16 +219,16 @@ def _first(doc: dict) -> dict:
     "edit, says",
     [
         (lambda d: _first(d).update(kept_heads=99), "keeps 99 heads, this model has 3"),
-        (lambda d: _first(d).update(kept_heads=-1), "kept_heads -1 is not an integer >= 1"),
-        (lambda d: _first(d).update(kept_heads=2.5), "kept_heads 2.5 is not an integer"),
+        (lambda d: _first(d).update(kept_heads=-1), "timings[0]: kept_heads -1 is not >= 1"),
+        (lambda d: _first(d).update(kept_heads=2.5), "timings[0].kept_heads should be an integer, got 2.5"),
         (lambda d: _first(d).update(tactic="fastest"), "tactic 'fastest' is not one of gather, masked"),
         (lambda d: _first(d).update(stage="[red]qkv"), "stage '[red]qkv' is not one of attn, mlp"),
         (lambda d: _first(d).update(ms={"gather": -1.0, "masked": 1.0}), "is not a time >= 0"),
         (lambda d: _first(d).update(ms={}), "is not a time >= 0"),
-        (lambda d: _first(d).update(batch_size=0), "batch_size 0 is not an integer >= 1"),
-        (lambda d: _first(d).pop("block"), "missing 'block'"),
-        (lambda d: d["tables"]["fp32"].update(machine="my laptop"), "machine is not an object"),
-        (lambda d: d["tables"]["fp32"].update(margin=float("nan")), "margin nan is not a finite number"),
+        (lambda d: _first(d).update(batch_size=0), "timings[0]: batch_size 0 is not >= 1"),
+        (lambda d: _first(d).pop("block"), "timings[0] lacks ['block']"),
+        (lambda d: d["tables"]["fp32"].update(machine="my laptop"), "tables.fp32.machine should be an object"),
+        (lambda d: d["tables"]["fp32"].update(margin=float("nan")), "tables.fp32: margin nan is not in [0, 1)"),
         (lambda d: d["tables"]["fp32"].update(margin=2), "margin 2.0 is not in [0, 1)"),
     ],
     ids=["heads>H", "heads<0", "heads-float", "tactic", "stage", "ms<0", "ms-missing", "batch0", "no-block", "machine-str",

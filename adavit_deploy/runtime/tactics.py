@@ -36,13 +36,15 @@ from typing import Any
 import numpy as np
 
 from ..atomic import atomic_file
-from ..bundle import check_schema
-from ..errors import BundleError, InputError
+from ..documents import Document
+from ..errors import BundleError, ConfigError, InputError
 
 TACTICS = ("gather", "masked")
 STAGES = ("attn", "mlp")
 FILE = "tactics.json"
 SCHEMA, SCHEMA_VERSION = "adavit-deploy/tactics", 1
+#: The file is the user's to copy or edit: every field is checked on load (``Timing``, ``TacticTable``).
+DOCUMENT = Document("tactics file", "tactics file", SCHEMA, SCHEMA_VERSION, "re-run `adavit-deploy tune`", BundleError)
 #: a tactics file larger than this is not one (a real table is a few hundred KiB at most)
 MAX_BYTES = 16 << 20
 
@@ -80,6 +82,18 @@ class Timing:
     ms: dict[str, float]
     samples: int
     tactic: str
+
+    def __post_init__(self) -> None:
+        for what, value, least in (("block", self.block, 0), ("kept_heads", self.kept_heads, 1),
+                                   ("batch_size", self.batch_size, 1), ("samples", self.samples, 0)):  # fmt: skip
+            if value < least:
+                raise ConfigError(f"{what} {value} is not >= {least}")
+        if self.stage not in STAGES:
+            raise ConfigError(f"stage {self.stage!r} is not one of {', '.join(STAGES)}")
+        if self.tactic not in TACTICS:
+            raise ConfigError(f"tactic {self.tactic!r} is not one of {', '.join(TACTICS)}")
+        if set(self.ms) != set(TACTICS) or not all(0 <= v < math.inf for v in self.ms.values()):
+            raise ConfigError(f"ms {self.ms} is not a time >= 0 for each of {', '.join(TACTICS)}")
 
     @staticmethod
     def pick(ms: dict[str, float], margin: float = MARGIN) -> str:
@@ -142,69 +156,33 @@ class TacticTable:
         }
 
 
-def read_tables(bundle: str | Path) -> dict[str, TacticTable]:
-    """Every precision's table in ``bundle``'s ``tactics.json`` (none if there is no file).
+@dataclass
+class _Stored:
+    """A table as the file holds it, under its precision."""
 
-    The file is the user's to copy or edit, so every field is checked here
-    (a bad one is a one-line error, not a crash or a silent misroute later).
-    """
+    machine: dict[str, Any]
+    margin: float
+    timings: list[Timing]
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.margin < 1:  # NaN too
+            raise ConfigError(f"margin {self.margin} is not in [0, 1)")
+
+
+@dataclass
+class _File:
+    tables: dict[str, _Stored]
+
+
+def read_tables(bundle: str | Path) -> dict[str, TacticTable]:
+    """Every precision's table in ``bundle``'s ``tactics.json`` (none if there is no file)."""
     path = Path(bundle) / FILE
     if not path.is_file():
         return {}
-    fix = "re-run `adavit-deploy tune`"
     if path.stat().st_size > MAX_BYTES:
-        raise BundleError(f"{path}: {path.stat().st_size} bytes, more than a tactics file holds ({MAX_BYTES}): {fix}")
-    try:
-        d = json.loads(path.read_bytes())
-        check_schema(d, SCHEMA, SCHEMA_VERSION, f"tactics file ({path})", fix, BundleError)
-        return {_text(p, "precision"): _table(p, t) for p, t in d["tables"].items()}
-    except BundleError:
-        raise
-    except (ValueError, KeyError, TypeError, AttributeError) as e:
-        why = str(e) if isinstance(e, ValueError) else f"missing {e}" if isinstance(e, KeyError) else type(e).__name__
-        raise BundleError(f"{path}: not a valid tactics file ({why}): {fix}") from None
-
-
-def _table(precision: str, t: dict[str, Any]) -> TacticTable:
-    if not isinstance(t["machine"], dict):
-        raise ValueError(f"{precision}: machine is not an object")
-    margin = _number(t["margin"], "margin")
-    if not 0 <= margin < 1:
-        raise ValueError(f"{precision}: margin {margin} is not in [0, 1)")
-    return TacticTable(t["machine"], precision, [_timing(x) for x in t["timings"]], margin)
-
-
-def _timing(x: dict[str, Any]) -> Timing:
-    ms = {_text(k, "tactic"): _number(v, "ms") for k, v in x["ms"].items()}
-    timing = Timing(
-        _count(x["block"], "block", 0), _text(x["stage"], "stage"), _count(x["kept_heads"], "kept_heads", 1),
-        _count(x["batch_size"], "batch_size", 1), ms, _count(x["samples"], "samples", 0), _text(x["tactic"], "tactic"),
-    )  # fmt: skip
-    if timing.stage not in STAGES:
-        raise ValueError(f"stage {timing.stage!r} is not one of {', '.join(STAGES)}")
-    if timing.tactic not in TACTICS:
-        raise ValueError(f"tactic {timing.tactic!r} is not one of {', '.join(TACTICS)}")
-    if set(ms) != set(TACTICS) or min(ms.values()) < 0:
-        raise ValueError(f"ms {ms} is not a time >= 0 for each of {', '.join(TACTICS)}")
-    return timing
-
-
-def _count(value: Any, what: str, least: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < least:
-        raise ValueError(f"{what} {value!r} is not an integer >= {least}")
-    return value
-
-
-def _number(value: Any, what: str) -> float:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-        raise ValueError(f"{what} {value!r} is not a finite number")
-    return float(value)
-
-
-def _text(value: Any, what: str) -> str:
-    if not isinstance(value, str):
-        raise ValueError(f"{what} {value!r} is not a string")
-    return value
+        raise BundleError(f"{path}: {path.stat().st_size} bytes, more than a tactics file holds ({MAX_BYTES}): {DOCUMENT.fix}")
+    stored = DOCUMENT.read(path.read_bytes(), str(path), _File).tables
+    return {precision: TacticTable(t.machine, precision, t.timings, t.margin) for precision, t in stored.items()}
 
 
 def write_table(bundle: str | Path, table: TacticTable) -> Path:

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..bundle import Artifact, bundle_file, check_schema
+from ..bundle import Artifact, bundle_file
+from ..documents import check_schema
 from ..errors import BackendError
 from .profiles import Profile, ShapeRange
 

@@ -1,0 +1,140 @@
+"""The JSON documents adavit-deploy writes and reads back as untrusted input.
+
+A bundle's ``manifest.json`` and its ``tactics.json`` (the TensorRT
+``engines.json`` too, for its schema check) are read by one reader: right
+kind, right version, then every field checked against the type hints of the
+dataclass it builds, whose own ``__post_init__`` checks values. Anything
+wrong is one line naming the file, the field and what to do about it, never
+a traceback or a silently misread value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any, Union
+
+from .errors import AdaViTDeployError, ConfigError
+
+
+def check_schema(d: dict[str, Any], schema: str, version: int, what: str, fix: str, error: type[Exception]) -> None:
+    """One check for every versioned JSON document we write: right kind, right version."""
+    if d.get("schema") != schema:
+        raise error(f"not an adavit-deploy {what}")
+    if d.get("schema_version") != version:
+        raise error(f"{what} version {d.get('schema_version')} is not {version}: {fix}")
+
+
+@dataclass(frozen=True)
+class Document:
+    """One kind of document: its name in errors (``malformed <name>``), its title in schema errors,
+    its schema and version, what to do about a bad one, and the error class it raises."""
+
+    name: str
+    title: str
+    schema: str
+    version: int
+    fix: str
+    error: type[AdaViTDeployError]
+
+    def read(self, text: str | bytes, where: str, hint: Any, derived: tuple[str, ...] = ()) -> Any:
+        """``text`` parsed into ``hint`` (its fields but ``schema``, ``schema_version`` and the
+        ``derived`` ones, which are written for readers and recomputed here)."""
+        try:
+            d = json.loads(text)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise self.error(f"{where}: malformed {self.name} (not UTF-8 JSON: {e}): {self.fix}") from None
+        if not isinstance(d, dict):
+            raise self.error(f"{where}: malformed {self.name} (a JSON {type(d).__name__}, not an object): {self.fix}")
+        check_schema(d, self.schema, self.version, f"{self.title} ({where})", self.fix, self.error)
+        fields = {k: v for k, v in d.items() if k not in ("schema", "schema_version", *derived)}
+        return self.parse(hint, fields, "", where)
+
+    def parse(self, hint: Any, value: Any, at: str, where: str) -> Any:
+        """``value`` (parsed JSON) checked against type ``hint`` and built into it (dataclasses included)."""
+
+        def wrong(what: str) -> AdaViTDeployError:
+            shown = json.dumps(value)
+            shown = shown if len(shown) <= 40 else shown[:37] + "..."
+            return self.error(f"{where}: malformed {self.name}: {at or 'top level'} should be {what}, got {shown}: {self.fix}")
+
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+        if hint is Any:
+            return value
+        if origin in (Union, types.UnionType):
+            for option in args:
+                if _plain(option, value):
+                    return value
+            for option in args:
+                try:
+                    return self.parse(option, value, at, where)
+                except self.error:
+                    pass
+            raise wrong(" or ".join(getattr(a, "__name__", str(a)) for a in args))
+        if dataclasses.is_dataclass(hint):
+            if not isinstance(value, dict):
+                raise wrong(f"an object ({hint.__name__})")
+            hints, known = _fields(hint)
+            unknown = sorted(set(value) - set(known))
+            missing = [n for n, f in known.items() if n not in value and f.default is f.default_factory is dataclasses.MISSING]
+            if unknown or missing:
+                raise self.error(
+                    f"{where}: malformed {self.name}: {at or 'top level'} "
+                    + (f"has unknown keys {unknown}" if unknown else f"lacks {missing}")
+                    + f": {self.fix}"
+                )
+            kwargs = {k: self.parse(hints[k], v, f"{at}.{k}".lstrip("."), where) for k, v in value.items()}
+            try:
+                return hint(**kwargs)
+            except ConfigError as e:
+                raise self.error(f"{where}: {at or self.name}: {e}: {self.fix}") from None
+        if origin in (list, tuple):
+            if not isinstance(value, list):
+                raise wrong("a list")
+            if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
+                if len(value) != len(args):
+                    raise wrong(f"a list of {len(args)}")
+                return tuple(self.parse(a, v, f"{at}[{i}]", where) for i, (a, v) in enumerate(zip(args, value)))
+            items = [self.parse(args[0], v, f"{at}[{i}]", where) for i, v in enumerate(value)]
+            return tuple(items) if origin is tuple else items
+        if origin is dict:
+            if not isinstance(value, dict):
+                raise wrong("an object")
+            return {k: self.parse(args[1], v, f"{at}.{k}", where) for k, v in value.items()}
+        if hint is type(None):
+            if value is not None:
+                raise wrong("null")
+            return None
+        if hint is bool:
+            if not isinstance(value, bool):
+                raise wrong("true or false")
+            return value
+        if hint in (int, float):
+            ok = isinstance(value, int) or (hint is float and isinstance(value, float))
+            if isinstance(value, bool) or not ok:
+                raise wrong("an integer" if hint is int else "a number")
+            return hint(value)
+        if hint is str:
+            if not isinstance(value, str):
+                raise wrong("a string")
+            return value
+        raise TypeError(f"{self.name} field type {hint!r} has no parser")  # a programming error, not bad input
+
+
+@functools.lru_cache(maxsize=None)
+def _fields(cls: type) -> tuple[dict[str, Any], dict[str, dataclasses.Field]]:
+    """A dataclass's resolved type hints and init fields, once per class (a manifest has hundreds of specs)."""
+    return typing.get_type_hints(cls), {f.name: f for f in dataclasses.fields(cls) if f.init}
+
+
+def _plain(hint: Any, value: Any) -> bool:
+    """Whether ``value`` already is a JSON scalar of type ``hint`` (the cheap case of a union member)."""
+    if hint is str:
+        return isinstance(value, str)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return hint is type(None) and value is None
