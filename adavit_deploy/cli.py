@@ -63,8 +63,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
-err_console = Console(stderr=True)
+# soft wrap: a printed line stays one line when piped (rich wraps at 80 columns off a terminal); tables still fit
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 _state = {"debug": False, "owns_process": False}
 
 
@@ -90,7 +91,7 @@ def _errors() -> Iterator[None]:
             if _state["debug"]:
                 raise
             # escape: a path like "model[v2].pth" is not rich markup
-            err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+            err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
             raise typer.Exit(1) from None
 
 
@@ -98,7 +99,7 @@ def _print_warning(
     message: Warning | str, category: type[Warning], filename: str, lineno: int, file: object = None, line: str | None = None
 ) -> None:
     """``warnings.showwarning`` for a command: the message alone, escaped (it holds user paths)."""
-    err_console.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
+    err_console.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False)
 
 
 @contextmanager
