@@ -451,7 +451,7 @@ def bench(
     threads: Annotated[int, typer.Option(help="Intra-op threads of every engine (0: one per core).")] = 0,
     images: Annotated[
         Optional[Path],
-        typer.Option(help="Image directory, image file or .npy/.npz (key 'images'); default: 32 seeded normal samples."),
+        typer.Option(help="Image directory, image file or .npy/.npz (key 'images'); default: 32 seeded normal samples (the demo: its sample digits)."),
     ] = None,
     budget: Budget = "native",
     engines: Annotated[
@@ -537,7 +537,7 @@ def tune(
     threads: Annotated[int, typer.Option(help="Intra-op threads, as inference will run (0: one per core).")] = 0,
     images: Annotated[
         Optional[Path],
-        typer.Option(help="Image directory, image file or .npy/.npz (key 'images'); default: 16 seeded normal samples."),
+        typer.Option(help="Image directory, image file or .npy/.npz (key 'images'); default: 16 seeded normal samples (the demo: its sample digits)."),
     ] = None,
     reps: Annotated[int, typer.Option(help="Timed repetitions per tactic and key (the fastest counts).")] = 3,
     margin: Annotated[

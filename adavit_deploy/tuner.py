@@ -68,13 +68,7 @@ def tune(
                 "tune up to it (larger batches use its choices) or re-export with a larger --max-batch"
             )
         cfg = rt.cfg
-        if images is None:
-            count = max(MIN_SAMPLES, max(batch_sizes))
-            rng = np.random.default_rng(0)
-            images = rng.standard_normal((count, cfg.in_chans, cfg.img_size, cfg.img_size), dtype=np.float32)
-        elif not isinstance(images, np.ndarray):
-            images, _ = load_pool(images, rt, 0)
-        images = rt.check_images(images)
+        images, _ = load_pool(images, rt, max(MIN_SAMPLES, max(batch_sizes)))
         totals: dict[tuple[int, str, int, int], dict[str, float]] = defaultdict(lambda: dict.fromkeys(TACTICS, 0.0))
         samples: dict[tuple[int, str, int, int], int] = defaultdict(int)
         batches: dict[tuple[int, str, int, int], int] = defaultdict(int)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from adavit_deploy.cost import dense_gmacs
-from adavit_deploy.demo import DEMO_CONFIG, demo_checkpoint, digit_patches, load_digits_split, paste_digits
+from adavit_deploy.demo import DEMO_CONFIG, demo_checkpoint, digit_patches, is_demo, load_digits_split, paste_digits
 from adavit_deploy.errors import ConfigError
 from adavit_deploy.export import export_bundle
 from adavit_deploy.model import load_model
@@ -64,7 +64,7 @@ def test_shipped_model_learned_to_save_compute(split, demo_bundle):
     """Held-out: runtime == PyTorch exactly, within 1 point of forced-dense, <= 55% of its GMACs,
     <= 60% of the patches kept, and those mostly on the digit."""
     model, _ = load_model(demo_checkpoint())
-    assert model.cfg.replace(thresholds=DEMO_CONFIG.thresholds) == DEMO_CONFIG
+    assert is_demo(model.cfg) and model.cfg.replace(thresholds=DEMO_CONFIG.thresholds) == DEMO_CONFIG
     x = torch.from_numpy(split.test_images)
     with torch.no_grad():
         ref = model(x)
@@ -138,3 +138,12 @@ def test_budgets_and_precisions_on_held_out_digits(split, demo_bundle):
     assert top1[("0.35", "fp32")] >= dense_top1 - 0.02
     for precision in ("fp16", "int8"):
         assert abs(top1[("native", precision)] - top1[("native", "fp32")]) <= 0.01
+
+
+def test_bench_of_the_demo_runs_on_its_sample_digits(demo_bundle):
+    """Noise would route unlike any digit: without --images the demo is timed on its shipped digits."""
+    from adavit_deploy.bench import bench
+
+    report = bench(demo_bundle, batch_sizes=[4], iterations=1, warmup=0, memory=False)
+    assert report.settings["images"] == {"source": "the demo's sample digits", "count": 10}
+    assert report.parity["samples"] == 10 and report.parity["decision_agreement"] == 1.0

@@ -31,14 +31,22 @@ def parse_batch_sizes(value: str | int | Sequence[int]) -> tuple[int, ...]:
 def load_pool(
     images: str | Path | np.ndarray | None, rt: AdaptiveRuntime, samples: int, seed: int = 0
 ) -> tuple[np.ndarray, str]:
-    """The benchmark inputs, all in memory: ``(N, C, H, W)`` float32 and where they came from."""
+    """The benchmark inputs, all in memory: ``(N, C, H, W)`` float32 and where they came from.
+
+    None given: the demo's sample digits for the demo model (noise would route
+    unlike any digit), else ``samples`` seeded normal ones.
+    """
+    from ..demo import is_demo, sample_images
+    from ..inputs import image_files, load_inputs
+
     cfg = rt.cfg
+    if images is None and is_demo(cfg):
+        return load_inputs(sample_images(), cfg)[0], "the demo's sample digits"
     if images is None:
         shape = (samples, cfg.in_chans, cfg.img_size, cfg.img_size)
         return np.random.default_rng(seed).standard_normal(shape, dtype=np.float32), f"random normal (seed {seed})"
     if isinstance(images, np.ndarray):
         return rt.check_images(images), "array"
-    from ..inputs import image_files, load_inputs
 
     path = Path(images)
     paths = image_files(path) if path.is_dir() else [path]

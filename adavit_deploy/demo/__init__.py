@@ -116,6 +116,11 @@ def demo_checkpoint() -> Path:
     return path
 
 
+def is_demo(cfg: AdaViTConfig) -> bool:
+    """Whether ``cfg`` is the demo model's architecture (at any budget's thresholds)."""
+    return cfg.replace(thresholds=DEMO_CONFIG.thresholds) == DEMO_CONFIG
+
+
 def sample_images() -> list[Path]:
     """The shipped sample digits, one per class: inputs for ``infer`` and ``inspect``."""
     return sorted(Path(str(resources.files(__package__) / "samples")).glob("digit_*.png"))
