@@ -164,12 +164,18 @@ DemoBundle = Annotated[
 
 
 def _overrides(
-    num_heads: int | None, token_with_mlp: bool | None, head: float | None, layer: float | None, token: float | None
+    num_heads: int | None,
+    token_with_mlp: bool | None,
+    head: float | None,
+    layer: float | None,
+    token: float | None,
+    qk_scale: float | None,
 ) -> dict:
     """The checkpoint-override options, as ``infer_config`` takes them (``None``: not given)."""
     return dict(
-        num_heads=num_heads, token_with_mlp=token_with_mlp, head_threshold=head, layer_threshold=layer, token_threshold=token
-    )
+        num_heads=num_heads, token_with_mlp=token_with_mlp, head_threshold=head, layer_threshold=layer,
+        token_threshold=token, qk_scale=qk_scale,
+    )  # fmt: skip
 
 
 @app.command(cls=LiteralHelpCommand)
@@ -192,8 +198,7 @@ def info(
 
         report = describe_checkpoint(
             checkpoint,
-            qk_scale=qk_scale,
-            **_overrides(num_heads, token_with_mlp, head_threshold, layer_threshold, token_threshold),
+            **_overrides(num_heads, token_with_mlp, head_threshold, layer_threshold, token_threshold, qk_scale),
         )
     if json_out:
         print(json.dumps(report, indent=2))
@@ -267,8 +272,7 @@ def export(
             calib_count=calib_count,
             fp16=fp16,
             int8=int8,
-            qk_scale=qk_scale,
-            **_overrides(num_heads, token_with_mlp, head_threshold, layer_threshold, token_threshold),
+            **_overrides(num_heads, token_with_mlp, head_threshold, layer_threshold, token_threshold, qk_scale),
         )
     from .bundle import read_manifest
 
