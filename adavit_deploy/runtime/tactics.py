@@ -43,7 +43,7 @@ TACTICS = ("gather", "masked")
 STAGES = ("attn", "mlp")
 FILE = "tactics.json"
 SCHEMA, SCHEMA_VERSION = "adavit-deploy/tactics", 1
-#: The file is the user's to copy or edit: every field is checked on load (``Timing``, ``TacticTable``).
+#: The file is the user's to copy or edit: every field is checked on load (types here, values in ``Timing`` and ``_Stored``).
 DOCUMENT = Document("tactics file", "tactics file", SCHEMA, SCHEMA_VERSION, "re-run `adavit-deploy tune`", BundleError)
 #: a tactics file larger than this is not one (a real table is a few hundred KiB at most)
 MAX_BYTES = 16 << 20
