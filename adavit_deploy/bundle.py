@@ -21,6 +21,7 @@ import functools
 import hashlib
 import json
 import math
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,15 +55,25 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+#: A file changed less than this long before it is checked is hashed again at every check: a
+#: filesystem's clock ticks coarsely (a jiffy on ext4 before Linux 6.13, 1 s on ext3 and HFS+, 2 s on
+#: FAT), so a second write within the tick leaves the stat as it was (git's "racily clean" files).
+RACY_NS = 2_000_000_000
+
+
 def verified_sha256(path: Path) -> str:
     """``sha256(path)``, hashed once per version of the file in this process: a bundle loaded again
-    (``evaluate``, ``bench`` and ``tune`` open several runtimes of one bundle) is not read again unless a file changed."""
+    (``evaluate``, ``bench``, ``tune`` and ``serve`` open several runtimes of one bundle) is not read
+    again unless a file changed."""
+    now = time.time_ns()  # before the stat: a write after it is stamped a tick or more past an old ctime
     st = path.stat()  # ctime too: a write changes it, and unlike mtime it cannot be set back
-    return _sha256_of(str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    if now - max(st.st_mtime_ns, st.st_ctime_ns) < RACY_NS:
+        return sha256(path)
+    return _sha256_of(str(path.resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 @functools.lru_cache(maxsize=1024)
-def _sha256_of(path: str, inode: int, size: int, mtime_ns: int, ctime_ns: int) -> str:
+def _sha256_of(path: str, device: int, inode: int, size: int, mtime_ns: int, ctime_ns: int) -> str:
     return sha256(Path(path))
 
 

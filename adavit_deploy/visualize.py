@@ -23,7 +23,7 @@ from .runtime import InferResult
 def block_decisions(cfg: AdaViTConfig, result: InferResult, i: int) -> Decisions:
     """Sample ``i``'s heads (depth, H), sub-layers (depth, 2) and patches (depth, P), all 0/1;
     blocks without a selector get ones (they always run everything)."""
-    heads, layers, tokens = (per_block(cfg, name, getattr(result, name)[i : i + 1])[0] for name in NAMES)
+    heads, layers, tokens = (per_block(cfg, name, getattr(result, name)[[i]])[0] for name in NAMES)
     return heads, layers, tokens[:, 1:]
 
 

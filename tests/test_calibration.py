@@ -207,6 +207,16 @@ def test_int8_graphs_are_symmetric_qdq(calibrated):
     assert "Conv" not in {n.op_type for n in stem.graph.node}  # the patch embedding is an int8 MatMul
 
 
+def test_a_graph_without_weight_matmuls_is_not_probed(calibrated):
+    """The stem (a patch Conv, no weight MatMul) needs no weight layout: no probe run (an empty feed shows it)."""
+    from adavit_deploy.calibration.int8 import _layouts
+
+    bundle, _ = calibrated
+    manifest = read_manifest(bundle)
+    stem = onnx.load(str(bundle / manifest.artifacts["stem"].file))
+    assert _layouts(stem, [], {}, manifest.model.num_heads) == []
+
+
 def test_int8_runs_int8_kernels_on_onnx_runtime(calibrated, tmp_path):
     import onnxruntime as ort
 

@@ -186,6 +186,20 @@ def test_version(runner):
     assert __version__ in result.output
 
 
+def test_importing_the_main_module_runs_nothing(monkeypatch):
+    """Only ``python -m adavit_deploy`` runs the program; importing ``adavit_deploy.__main__`` (pydoc,
+    ``pytest --doctest-modules``) neither exits nor makes this process the pool's owner."""
+    import importlib
+
+    from adavit_deploy import cli
+
+    monkeypatch.setattr(sys, "argv", ["adavit-deploy", "--version"])
+    monkeypatch.delitem(sys.modules, "adavit_deploy.__main__", raising=False)
+    monkeypatch.setitem(cli._state, "owns_process", False)
+    importlib.import_module("adavit_deploy.__main__")
+    assert cli._state["owns_process"] is False
+
+
 @pytest.mark.parametrize("program", ["console script", "python -m"])
 def test_console_script(exported, tmp_path, program):
     """The installed entry point, and ``python -m adavit_deploy``, run a command end to end

@@ -108,6 +108,22 @@ def test_training_recipe_runs(tmp_path):
     assert model.cfg.token_with_mlp and model.cfg.head_select and model.cfg.layer_select
 
 
+def test_training_recipe_refuses_a_bad_option_in_one_line(tmp_path, monkeypatch, capsys):
+    """``python -m adavit_deploy.demo.train --train-images 0``: argparse's one-line error, no traceback."""
+    from adavit_deploy.demo.train import main
+
+    monkeypatch.setattr("sys.argv", ["train.py", "--train-images", "0", "--out", str(tmp_path / "m.pth")])
+    threads = torch.get_num_threads()
+    try:
+        with pytest.raises(SystemExit) as exit_:
+            main()
+    finally:
+        torch.set_num_threads(threads)
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == "train.py: error: train_images must be >= 1, got 0"
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_shipped_samples_are_recognised():
     """The sample PNGs go through the same eval transform as any user image."""
     from adavit_deploy.demo import sample_images

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -102,10 +103,11 @@ def test_tampered_or_missing_artifact_is_refused(bundle, tmp_path):
 
 
 def test_a_file_is_hashed_again_only_when_it_changed(bundle, tmp_path, monkeypatch):
-    """Loading a bundle again reads no artifact; one changed in place (same size) is read and refused."""
+    """Loading a bundle again reads no artifact; one replaced by another of the same size is read and refused."""
     from adavit_deploy import bundle as bundle_module
 
     bundle = Path(shutil.copytree(bundle, tmp_path / "b"))
+    monkeypatch.setattr(bundle_module, "RACY_NS", 0)  # files just copied: as if their clock had ticked since
     read_manifest(bundle)
     hashed, real = [], bundle_module.sha256
     monkeypatch.setattr(bundle_module, "sha256", lambda path: hashed.append(Path(path).name) or real(path))
@@ -113,10 +115,30 @@ def test_a_file_is_hashed_again_only_when_it_changed(bundle, tmp_path, monkeypat
     assert hashed == []
     data = bytearray((bundle / "mlp_1.onnx").read_bytes())
     data[-1] ^= 1
-    (bundle / "mlp_1.onnx").write_bytes(bytes(data))
+    (bundle / "new.onnx").write_bytes(bytes(data))
+    os.replace(bundle / "new.onnx", bundle / "mlp_1.onnx")
     with pytest.raises(BundleError, match="mlp_1.onnx.*sha256"):
         read_manifest(bundle)
     assert hashed == ["mlp_1.onnx"]
+
+
+def test_a_file_changed_within_its_clock_tick_is_refused(bundle, tmp_path, monkeypatch):
+    """Where file times tick coarsely (1 s on ext3, a jiffy on ext4 before Linux 6.13), a file written again
+    within the tick keeps its stat: a recently changed file is hashed at every load, not trusted to its stat."""
+    bundle = Path(shutil.copytree(bundle, tmp_path / "b"))
+    target, real_stat, first = bundle / "mlp_1.onnx", Path.stat, {}
+
+    def coarse_stat(self: Path, **kwargs):  # the target's stat as it was at the first look: no tick since
+        st = real_stat(self, **kwargs)
+        return first.setdefault("stat", st) if self == target else st
+
+    monkeypatch.setattr(Path, "stat", coarse_stat)
+    read_manifest(bundle)
+    data = bytearray(target.read_bytes())
+    data[-1] ^= 1
+    target.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="mlp_1.onnx.*sha256"):
+        read_manifest(bundle)
 
 
 def test_not_a_bundle(tmp_path):

@@ -91,6 +91,25 @@ def test_strip_has_one_square_per_head_and_sub_layer(setup):
     pyplot().close(fig)
 
 
+def test_block_decisions_spread_each_sample_over_every_block():
+    """Blocks without a selector run everything (ones); ``i`` indexes samples as Python does (-1: the last)."""
+    from adavit_deploy.config import AdaViTConfig
+    from adavit_deploy.runtime.adaptive import InferResult, RoutingStats
+    from adavit_deploy.visualize import block_decisions
+
+    cfg = AdaViTConfig(img_size=16, patch_size=8, embed_dim=12, depth=3, num_heads=3, head_select=(2,), token_select=(1, 2))
+    rng = np.random.default_rng(0)
+    heads, tokens = (rng.random((2, 1, 3)) < 0.5).astype(np.float32), (rng.random((2, 2, 5)) < 0.5).astype(np.float32)
+    result = InferResult(np.zeros((2, 1000), np.float32), heads, np.zeros((2, 0, 2), np.float32), tokens, np.zeros(2), RoutingStats())
+    for i in (1, -1):
+        h, layers, t = block_decisions(cfg, result, i)
+        np.testing.assert_array_equal(h, [[1, 1, 1], [1, 1, 1], heads[1, 0]])
+        np.testing.assert_array_equal(layers, np.ones((3, 2)))
+        np.testing.assert_array_equal(t, [[1, 1, 1, 1], tokens[1, 0, 1:], tokens[1, 1, 1:]])
+    with pytest.raises(IndexError):
+        block_decisions(cfg, result, 2)
+
+
 def test_dropped_patches_are_tinted_blue_kept_ones_untouched():
     from adavit_deploy.config import AdaViTConfig
     from adavit_deploy.plots import draw_image, pyplot

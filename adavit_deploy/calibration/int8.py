@@ -189,6 +189,8 @@ def _with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
 def _probe(model: onnx.ModelProto, matmuls: list[_WeightMatMul], feed: dict[str, np.ndarray], heads: np.ndarray) -> list[np.ndarray]:
     """B of each of ``matmuls`` with its weight replaced by arange, in one run: ``B[i, j]`` = flat
     index of the weight element there (each B depends on its own weight and ``heads`` only)."""
+    if not matmuls:  # the stem's patch Conv alone; ONNX Runtime would run every output for no name
+        return []
     m = _with_outputs(model, [mm.b for mm in matmuls])
     roots = {mm.init for mm in matmuls}
     for t in m.graph.initializer:
@@ -211,7 +213,7 @@ def _layouts(model: onnx.ModelProto, matmuls: list[_WeightMatMul], feed: dict[st
     every head kept, then the last one alone."""
     every = _probe(model, matmuls, feed, np.arange(n_heads, dtype=np.int64))
     headed = [mm for mm in matmuls if mm.heads]
-    last = dict(zip((id(mm) for mm in headed), _probe(model, headed, feed, np.array([n_heads - 1], np.int64)) if headed else []))
+    last = dict(zip((id(mm) for mm in headed), _probe(model, headed, feed, np.array([n_heads - 1], np.int64))))
     return [_layout(model, mm, idx, last.get(id(mm)), n_heads) for mm, idx in zip(matmuls, every)]
 
 

@@ -197,7 +197,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1: fastest on a shared machine)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    train(args.out, args.dense_epochs, args.adaptive_epochs, seed=args.seed, train_images=args.train_images)
+    try:
+        train(args.out, args.dense_epochs, args.adaptive_epochs, seed=args.seed, train_images=args.train_images)
+    except ConfigError as e:  # a bad option: one line, as argparse reports its own
+        ap.error(str(e))
 
 
 if __name__ == "__main__":

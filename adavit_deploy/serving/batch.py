@@ -17,7 +17,6 @@ from ..errors import AdaViTDeployError, InputError
 from ..runtime import AdaptiveRuntime
 
 
-
 @dataclass(frozen=True)
 class RequestError:
     """A request's one-line error; ``invalid_argument``: the client's fault (HTTP 400), else the server's."""
