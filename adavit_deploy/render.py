@@ -20,6 +20,11 @@ from .classes import class_names, top_k
 from .parity import parity_sentence, pytorch_parity_sentence
 
 
+def _print_table(console: Console, table: Table) -> None:
+    """A table fitted to the width, its title centred (the CLI's consoles soft-wrap lines; tables must not)."""
+    console.print(table, soft_wrap=False)
+
+
 def print_written(console: Console, *paths: Path | None) -> None:
     """``wrote PATH`` for each file a command wrote (``None``: not asked)."""
     for path in paths:
@@ -41,7 +46,7 @@ def print_info(console: Console, checkpoint: Path, report: dict[str, Any]) -> No
             table.add_row(f"{section}.{key}", escape(str(value)))
     for key in ("kind", "parameters", "dense_gmacs"):
         table.add_row(key, escape(str(report[key])))
-    console.print(table)
+    _print_table(console, table)
 
 
 def print_export(console: Console, path: Path, manifest) -> None:
@@ -61,7 +66,7 @@ def print_export(console: Console, path: Path, manifest) -> None:
             t = b.thresholds
             how = b.search.get("mix", b.search.get("method", ""))
             table.add_row(escape(name), f"{t.head:.3f} / {t.layer:.3f} / {t.token:.3f}", f"{b.gmacs_fraction:.1%} of dense", how)
-        console.print(table)
+        _print_table(console, table)
     print_vs_fp32(console, parity.get("vs_fp32", {}))
 
 
@@ -75,7 +80,7 @@ def print_inference(console: Console, labels: Sequence[str], result, num_classes
     table = Table("input", "top-5 (probability)", "GMACs")
     for label, classes, p, g in zip(labels, top, probs, result.gmacs):
         table.add_row(escape(label), escape(", ".join(f"{name(c)} ({q:.2f})" for c, q in zip(classes, p))), f"{g:.4g}")
-    console.print(table)
+    _print_table(console, table)
 
 
 def print_repository(console: Console, path: Path, models: list[str]) -> None:
@@ -92,7 +97,7 @@ def print_evaluation(console: Console, rows: Sequence, dense_top1: float, source
             f"{r.top1_agreement_vs_fp32:.2%}", f"{r.decision_agreement_vs_fp32:.3%}",
         )  # fmt: skip
     table.add_row("dense graph", "fp32", f"{dense_top1:.2%}", "", "100%", "", "")
-    console.print(table)
+    _print_table(console, table)
 
 
 def print_engines(console: Console, path: Path, built) -> None:
@@ -124,7 +129,7 @@ def print_tactics(console: Console, table) -> None:
             str(r["batch_size"]), r["stage"], str(r["kept_heads"]), str(r["blocks"]), f"{ms['gather']:.3f}", f"{ms['masked']:.3f}",
             ", ".join(f"{t} {n}" for t, n in picked.items() if n),
         )  # fmt: skip
-    console.print(out)
+    _print_table(console, out)
 
 
 def print_bench(console: Console, report) -> None:
@@ -153,7 +158,7 @@ def print_bench(console: Console, report) -> None:
             f"{r['gmacs_mean']:.3g}",
             "-" if peak is None else f"{peak:.0f}",
         )
-    console.print(table)
+    _print_table(console, table)
     for c in report.comparisons:
         if c["speedup_vs_dense"] is not None:
             line = (
@@ -199,7 +204,7 @@ def print_server_bench(console: Console, url: str, protocol: str, report) -> Non
             *(f"{lat[k]:.1f}" if lat else "-" for k in ("p50", "p90", "p99")),
             f"{r['server_batch_mean']:.2f}" if r["server_batch_mean"] else "-", str(r["errors"]),
         )  # fmt: skip
-    console.print(table)
+    _print_table(console, table)
     for c in report.comparisons:
         if c["adaptive_vs_dense_throughput"]:
             console.print(f"{c['concurrency']} clients: adaptive {c['adaptive_vs_dense_throughput']:.2f}x the dense throughput")

@@ -234,3 +234,23 @@ def test_help_shows_the_defaults_written_in_brackets(runner, command, shown):
     """Help text is rich markup: an unescaped "[default: ...]" would vanish as a style tag."""
     result = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0 and shown in result.output
+
+
+def test_printed_lines_stay_whole_and_table_titles_centred():
+    """Piped output (rich's 80 columns): a long line is not wrapped, a table still fits and centres its title."""
+    import io
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from adavit_deploy import cli, render
+
+    out = io.StringIO()
+    console = Console(file=out, width=40, soft_wrap=cli.console.soft_wrap)  # the CLI's setting
+    render.print_written(console, Path("/a") / ("x" * 60))
+    table = Table("a", "b", title="t")
+    table.add_row("1" * 10, "2" * 10)
+    render._print_table(console, table)
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "wrote /a/" + "x" * 60
+    assert lines[1].strip() == "t" and lines[1].startswith("     ")
