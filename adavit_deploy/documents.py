@@ -1,9 +1,9 @@
 """The JSON documents adavit-deploy writes and reads back as untrusted input.
 
-A bundle's ``manifest.json`` and its ``tactics.json`` (the TensorRT
-``engines.json`` too, for its schema check) are read by one reader: right
-kind, right version, then every field checked against the type hints of the
-dataclass it builds, whose own ``__post_init__`` checks values. Anything
+A bundle's ``manifest.json``, its ``tactics.json`` and the TensorRT
+``engines.json`` are read by one reader: right kind, right version, then
+every field checked against the type hints of the dataclass it builds,
+whose own ``__post_init__`` checks values. Anything
 wrong is one line naming the file, the field and what to do about it, never
 a traceback or a silently misread value.
 """
@@ -19,14 +19,6 @@ from dataclasses import dataclass
 from typing import Any, Union
 
 from .errors import AdaViTDeployError, ConfigError
-
-
-def check_schema(d: dict[str, Any], schema: str, version: int, what: str, fix: str, error: type[Exception]) -> None:
-    """One check for every versioned JSON document we write: right kind, right version."""
-    if d.get("schema") != schema:
-        raise error(f"not an adavit-deploy {what}")
-    if d.get("schema_version") != version:
-        raise error(f"{what} version {d.get('schema_version')} is not {version}: {fix}")
 
 
 @dataclass(frozen=True)
@@ -50,7 +42,11 @@ class Document:
             raise self.error(f"{where}: malformed {self.name} (not UTF-8 JSON: {e}): {self.fix}") from None
         if not isinstance(d, dict):
             raise self.error(f"{where}: malformed {self.name} (a JSON {type(d).__name__}, not an object): {self.fix}")
-        check_schema(d, self.schema, self.version, f"{self.title} ({where})", self.fix, self.error)
+        what = f"{self.title} ({where})"
+        if d.get("schema") != self.schema:
+            raise self.error(f"not an adavit-deploy {what}")
+        if d.get("schema_version") != self.version:
+            raise self.error(f"{what} version {d.get('schema_version')} is not {self.version}: {self.fix}")
         fields = {k: v for k, v in d.items() if k not in ("schema", "schema_version", *derived)}
         return self.parse(hint, fields, "", where)
 

@@ -44,9 +44,9 @@ def test_round_trip(manifest, tmp_path):
     back = read_engine_manifest(tmp_path)
     assert back == manifest
     d = json.loads(manifest.to_json())
-    assert d["tensorrt"] == {"version": "10.8.0.43", "gpu": "NVIDIA H100 80GB HBM3", "compute_capability": [9, 0]}
+    assert d["environment"] == {"tensorrt": "10.8.0.43", "gpu": "NVIDIA H100 80GB HBM3", "compute_capability": [9, 0]}
     engine = d["engines"]["attn_0"]
-    assert engine["source"] == {"file": "attn_0.onnx", "sha256": "a" * 64}
+    assert (engine["source_file"], engine["source_sha256"]) == ("attn_0.onnx", "a" * 64)
     assert engine["profiles"][1]["x"] == {"min": [1, 10, 8], "opt": [4, 17, 8], "max": [4, 17, 8]}
     assert d["precision"] == "fp32" and d["token_edges"] == [9, 17]
 
@@ -97,7 +97,7 @@ def test_missing_or_malformed_manifest(manifest, tmp_path):
     with pytest.raises(BackendError, match="malformed"):
         read_engine_manifest(tmp_path)
     d = json.loads(manifest.to_json())
-    del d["tensorrt"]["compute_capability"]
+    del d["environment"]["compute_capability"]
     (tmp_path / "engines.json").write_text(json.dumps(d))
     with pytest.raises(BackendError, match="malformed"):
         read_engine_manifest(tmp_path)
@@ -122,9 +122,32 @@ def test_engine_paths_outside_the_engine_dir_are_refused(manifest, tmp_path, fil
     _one_line(exc, "points outside", "build-trt")
 
 
-@pytest.mark.parametrize("text", [b"\xff\xfe{", b"[]", b'{"schema": "adavit-deploy/trt-engines", "schema_version": 1}'])
+@pytest.mark.parametrize("text", [b"\xff\xfe{", b"[]", b'{"schema": "adavit-deploy/trt-engines", "schema_version": 2}'])
 def test_malformed_engine_manifest_is_one_line(tmp_path, text):
     (tmp_path / "engines.json").write_bytes(text)
     with pytest.raises(BackendError) as exc:
         read_engine_manifest(tmp_path)
     _one_line(exc, "engines.json")
+
+
+@pytest.mark.parametrize(
+    "edit, says",
+    [
+        (lambda d: d.update(max_batch=2.7), "max_batch should be an integer, got 2.7"),
+        (lambda d: d["environment"].update(compute_capability=[9]), "environment.compute_capability should be a list of 2"),
+        (lambda d: d["environment"].update(compute_capability=["9", "0"]), "compute_capability[0] should be an integer"),
+        (lambda d: d["engines"]["attn_0"].update(strongly_typed="yes"), "engines.attn_0.strongly_typed should be true or false"),
+        (lambda d: d["engines"]["attn_0"].pop("graph_sha256"), "engines.attn_0 lacks ['graph_sha256']"),
+        (lambda d: d["engines"]["attn_0"]["profiles"][0]["x"].update(max=[4, "9", 8]), "profiles[0].x.max[1] should be an integer"),
+        (lambda d: d["engines"]["attn_0"].update(tactic="x"), "engines.attn_0 has unknown keys ['tactic']"),
+    ],
+    ids=["max_batch-float", "cc-short", "cc-strings", "typed-str", "graph-no-sha", "shape-str", "unknown-key"],
+)
+def test_every_field_is_typed_on_load(manifest, tmp_path, edit, says):
+    """No silent int() of 2.7 or "9": a wrong field is one line naming it and the rebuild."""
+    d = json.loads(manifest.to_json())
+    edit(d)
+    (tmp_path / "engines.json").write_text(json.dumps(d))
+    with pytest.raises(BackendError) as exc:
+        read_engine_manifest(tmp_path)
+    _one_line(exc, "engines.json", says, "adavit-deploy build-trt")

@@ -15,20 +15,23 @@ Everything here is pure (no TensorRT, no GPU) and tested on CPU.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 from ..bundle import Artifact, bundle_file
-from ..documents import check_schema
+from ..documents import Document
 from ..errors import BackendError
-from .profiles import Profile, ShapeRange
+from .profiles import Profile
 
 SCHEMA = "adavit-deploy/trt-engines"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the dataclasses' own fields (environment, graph_file, ...), every one typed on load
 ENGINES_JSON = "engines.json"
 ENGINE_DIR = "trt"  # default engine directory inside a bundle
 REBUILD = "rebuild them with `adavit-deploy build-trt {bundle}`"
+DOCUMENT = Document(
+    "engine manifest", "TensorRT engine manifest", SCHEMA, SCHEMA_VERSION,
+    "rebuild the engines with `adavit-deploy build-trt`", BackendError,
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -59,34 +62,6 @@ class EngineEntry:
     builder_flags: list[str] = field(default_factory=list)
     profiles: list[Profile] = field(default_factory=list)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "file": self.file,
-            "sha256": self.sha256,
-            "graph": {"file": self.graph_file, "sha256": self.graph_sha256},
-            "source": {"file": self.source_file, "sha256": self.source_sha256},
-            "precision": self.precision,
-            "strongly_typed": self.strongly_typed,
-            "builder_flags": self.builder_flags,
-            "profiles": [{k: r.to_dict() for k, r in p.items()} for p in self.profiles],
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "EngineEntry":
-        return cls(
-            file=d["file"],
-            sha256=d["sha256"],
-            graph_file=d["graph"]["file"],
-            graph_sha256=d["graph"]["sha256"],
-            source_file=d["source"]["file"],
-            source_sha256=d["source"]["sha256"],
-            precision=d["precision"],
-            strongly_typed=d["strongly_typed"],
-            builder_flags=list(d.get("builder_flags", [])),
-            profiles=[{k: ShapeRange.from_dict(r) for k, r in p.items()} for p in d["profiles"]],
-        )
-
-
 @dataclass
 class EngineManifest:
     """The ``tensorrt`` section of a bundle: environment, build settings, one entry per graph."""
@@ -100,45 +75,13 @@ class EngineManifest:
     producer: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> str:
-        env = self.environment
-        return json.dumps(
-            {
-                "schema": SCHEMA,
-                "schema_version": SCHEMA_VERSION,
-                "tensorrt": {
-                    "version": env.tensorrt,
-                    "gpu": env.gpu,
-                    "compute_capability": list(env.compute_capability),
-                },
-                "producer": self.producer,
-                "precision": self.precision,
-                "max_batch": self.max_batch,
-                "token_edges": list(self.token_edges),
-                "workspace_bytes": self.workspace_bytes,
-                "engines": {k: v.to_dict() for k, v in self.engines.items()},
-            },
-            indent=2,
-        )
+        """The document as stored: its own fields, as ``from_json`` reads them back."""
+        return json.dumps({"schema": SCHEMA, "schema_version": SCHEMA_VERSION, **asdict(self)}, indent=2)
 
     @classmethod
     def from_json(cls, text: str | bytes, where: str = ENGINES_JSON) -> "EngineManifest":
-        try:
-            d = json.loads(text)
-            fix = "rebuild the engines with `adavit-deploy build-trt`"
-            check_schema(d, SCHEMA, SCHEMA_VERSION, f"TensorRT engine manifest ({where})", fix, BackendError)
-            trt = d["tensorrt"]
-            cc = trt["compute_capability"]
-            return cls(
-                environment=TrtEnvironment(str(trt["version"]), str(trt["gpu"]), (int(cc[0]), int(cc[1]))),
-                precision=d["precision"],
-                max_batch=int(d["max_batch"]),
-                token_edges=[int(e) for e in d["token_edges"]],
-                engines={k: EngineEntry.from_dict(v) for k, v in d["engines"].items()},
-                workspace_bytes=d.get("workspace_bytes"),
-                producer=d.get("producer", {}),
-            )
-        except (KeyError, TypeError, IndexError, ValueError, AttributeError) as e:  # JSON and UTF-8 errors are ValueErrors
-            raise BackendError(f"{where}: malformed engine manifest ({type(e).__name__}: {e})") from None
+        """Parse and type-check ``engines.json``: anything malformed is one ``BackendError`` line."""
+        return DOCUMENT.read(text, where, cls)
 
     def entry_for(self, artifact: Artifact, where: str, bundle: str = "BUNDLE") -> EngineEntry:
         """The engine that serves bundle graph ``artifact`` (looked up by its file)."""

@@ -40,12 +40,6 @@ class ShapeRange:
     def contains(self, shape: Sequence[int]) -> bool:
         return len(shape) == len(self.min) and all(lo <= s <= hi for lo, s, hi in zip(self.min, shape, self.max))
 
-    def to_dict(self) -> dict[str, list[int]]:
-        return {"min": list(self.min), "opt": list(self.opt), "max": list(self.max)}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Sequence[int]]) -> "ShapeRange":
-        return cls(tuple(d["min"]), tuple(d["opt"]), tuple(d["max"]))
 
 
 #: One optimization profile: input name -> its shape range.
