@@ -156,11 +156,11 @@ def test_batch_above_the_engines_max_is_run_in_chunks(engines, bundle, images):
 def test_engines_from_another_tensorrt_or_gpu_are_refused(engines, bundle, tmp_path):
     from adavit_deploy.tensorrt.backend import TrtBackend
 
-    for field, value in (("version", "9.9.9"), ("gpu", "Some Other GPU"), ("compute_capability", [1, 0])):
+    for field, value in (("tensorrt", "9.9.9"), ("gpu", "Some Other GPU"), ("compute_capability", [1, 0])):
         other = tmp_path / field
         shutil.copytree(engines, other)
         d = json.loads((other / "engines.json").read_text())
-        d["tensorrt"][field] = value
+        d["environment"][field] = value
         (other / "engines.json").write_text(json.dumps(d))
         with pytest.raises(BackendError) as exc:
             load_bundle(bundle, backend=TrtBackend(engines=other)).infer(np.zeros((1, 3, 32, 32), np.float32))
