@@ -8,7 +8,7 @@ patch tokens, P = (img_size / 16)^2. Parameter names are the reference's
 The soft split is written as one constant-index gather rather than
 ``nn.Unfold``: the same values bit for bit, and it traces to ``Reshape``,
 ``Gather``, ``Mul`` and ``Transpose``, which ONNX Runtime and TensorRT both
-run (docs/ARCHITECTURE.md).
+run (docs/PERFORMANCE.md, "The T2T-ViT family").
 Read top to bottom: soft split, the two token attentions, the stem.
 """
 
