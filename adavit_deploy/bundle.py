@@ -66,7 +66,7 @@ def verified_sha256(path: Path) -> str:
     (``evaluate``, ``bench``, ``tune`` and ``serve`` open several runtimes of one bundle) is not read
     again unless a file changed."""
     now = time.time_ns()  # before the stat: a write after it is stamped a tick or more past an old ctime
-    st = path.stat()  # ctime too: a write changes it, and unlike mtime it cannot be set back
+    st = path.stat()  # ctime too: a write changes it, and unlike mtime it cannot be set back (POSIX; Windows: creation time)
     if now - max(st.st_mtime_ns, st.st_ctime_ns) < RACY_NS:
         return sha256(path)
     return _sha256_of(str(path.resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)

@@ -84,7 +84,11 @@ def evaluate(
     batch_size: int = 64,
     progress: Callable[[str], None] | None = None,
 ) -> tuple[list[EvalRow], float]:
-    """Rows for every (budget, precision) of the bundle (or those given), and the dense graph's top-1."""
+    """Rows for every (budget, precision) of the bundle (or those given), and the dense graph's top-1.
+
+    One runtime per precision serves every budget, so each graph's session is made once; they are
+    open together (peak memory: the weights of every precision asked for).
+    """
     step = progress or (lambda _: None)
     with load_bundle(bundle, threads=threads) as rt:
         labels = check_labels(labels, len(images), rt.cfg.num_classes)
