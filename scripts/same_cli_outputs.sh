@@ -18,7 +18,8 @@ samples=$root/adavit_deploy/demo/samples
 outputs() {  # outputs SOURCES DIR: the commands, each one's output and exit status in DIR
   local src=$1 out=$2
   mkdir -p "$out"; cd "$out"
-  run() { local name=$1; shift; PYTHONPATH=$src COLUMNS=200 OMP_NUM_THREADS=1 python -m adavit_deploy "$@" >"$name.out" 2>&1 && echo "rc=0" >>"$name.out" || echo "rc=$?" >>"$name.out"; }
+  # the program as the console script runs it (older revisions have no __main__.py)
+  run() { local name=$1; shift; PYTHONPATH=$src COLUMNS=200 OMP_NUM_THREADS=1 python -c 'from adavit_deploy.cli import main; main()' "$@" >"$name.out" 2>&1 && echo "rc=0" >>"$name.out" || echo "rc=$?" >>"$name.out"; }
   run info_demo info --json
   run info_t2t info "$fixtures/t2t_tiny_performer_full.pth.tar" --json
   run info_tiny info "$fixtures/tiny_full.pth.tar"
