@@ -249,8 +249,10 @@ def check_graphs(manifest: Manifest, where: str) -> None:
     graph recorded under another graph's name fails here.
     """
     cfg, arts = manifest.model, manifest.artifacts
-    expected = graphs(cfg)
     fix = "the manifest disagrees with its model config: re-export the bundle"
+    if 2 * cfg.depth > len(arts):  # every block has an attn and an mlp graph; an edited depth of 10**9 is not enumerated
+        raise BundleError(f"{where}: {len(arts)} artifacts cannot hold a {cfg.depth}-block model: {fix}")
+    expected = graphs(cfg)
     for key, art in arts.items():
         if key in ("constants", "calibration"):
             continue

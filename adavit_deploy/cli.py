@@ -559,8 +559,9 @@ def tune(
 
     One table per --precision: tune each precision you run (tables tuned
     here for the others are kept). A batch uses the choices of the largest
-    tuned batch size not above it. --budget only decides which head counts the inputs reach;
-    the choices serve every budget. Run with the --threads inference uses.
+    tuned batch size not above it. --budget only decides which head counts
+    the inputs reach; the choices serve every budget. Run with the --threads
+    inference uses.
     """
     from .bench import parse_batch_sizes
     from .bundle import resolve_bundle

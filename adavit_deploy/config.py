@@ -10,6 +10,7 @@ tensors or flags a second time. Precedence when resolving (see
 from __future__ import annotations
 
 import dataclasses
+import math
 import numbers
 from dataclasses import dataclass, field
 from typing import Any
@@ -61,6 +62,9 @@ class Preprocess:
             raise ConfigError(f"preprocess crop_pct {self.crop_pct!r} is not in (0, 1]")
         if self.interpolation not in INTERPOLATIONS:
             raise ConfigError(f"preprocess interpolation {self.interpolation!r}: choose one of {', '.join(INTERPOLATIONS)}")
+        # a NaN mean or a zero std makes every input NaN / Inf, which would then be blamed on the images
+        if not all(math.isfinite(m) for m in self.mean) or not all(0 < s < math.inf for s in self.std):
+            raise ConfigError(f"preprocess mean {list(self.mean)} / std {list(self.std)}: need finite values and std > 0")
 
 
 STEM_ATTENTIONS = ("performer", "transformer")
@@ -117,6 +121,11 @@ class AdaViTConfig:
     preprocess: Preprocess = field(default_factory=Preprocess)
 
     def __post_init__(self) -> None:
+        for name in ("img_size", "patch_size", "in_chans", "num_classes", "embed_dim", "depth", "num_heads", "mlp_hidden"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} {getattr(self, name)} is not >= 1")
+        if not 0 < self.eps < math.inf:  # NaN too
+            raise ConfigError(f"LayerNorm eps {self.eps} is not a positive number")
         if self.embed_dim % self.num_heads:
             raise ConfigError(
                 f"embed dim {self.embed_dim} is not divisible by {self.num_heads} heads: "

@@ -38,7 +38,7 @@ class Document:
         ``derived`` ones, which are written for readers and recomputed here)."""
         try:
             d = json.loads(text)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        except (ValueError, RecursionError) as e:  # not JSON, not UTF-8, an int past Python's digit limit, nested too deep
             raise self.error(f"{where}: malformed {self.name} (not UTF-8 JSON: {e}): {self.fix}") from None
         if not isinstance(d, dict):
             raise self.error(f"{where}: malformed {self.name} (a JSON {type(d).__name__}, not an object): {self.fix}")
@@ -113,7 +113,10 @@ class Document:
             ok = isinstance(value, int) or (hint is float and isinstance(value, float))
             if isinstance(value, bool) or not ok:
                 raise wrong("an integer" if hint is int else "a number")
-            return hint(value)
+            try:
+                return hint(value)
+            except OverflowError:  # an integer past the largest float
+                raise wrong("a number within float range") from None
         if hint is str:
             if not isinstance(value, str):
                 raise wrong("a string")

@@ -254,3 +254,16 @@ def test_printed_lines_stay_whole_and_table_titles_centred():
     lines = out.getvalue().splitlines()
     assert lines[0] == "wrote /a/" + "x" * 60
     assert lines[1].strip() == "t" and lines[1].startswith("     ")
+
+
+def test_help_text_is_not_broken_at_80_columns():
+    """Typer keeps a docstring's line breaks: a body line past 78 columns wraps at 80 (piped, a default
+    terminal) and leaves a stub line (`tune --help` showed "inputs reach;" alone). The summary line is reflowed."""
+    import inspect
+
+    from adavit_deploy import cli
+
+    for command in cli.app.registered_commands:
+        body = inspect.cleandoc(command.callback.__doc__ or "").split("\n\n", 1)[1:]
+        long = [line for line in "".join(body).splitlines() if len(line) > 78]
+        assert not long, (command.callback.__name__, long)

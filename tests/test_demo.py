@@ -108,11 +108,23 @@ def test_training_recipe_runs(tmp_path):
     assert model.cfg.token_with_mlp and model.cfg.head_select and model.cfg.layer_select
 
 
-def test_training_recipe_refuses_a_bad_option_in_one_line(tmp_path, monkeypatch, capsys):
-    """``python -m adavit_deploy.demo.train --train-images 0``: argparse's one-line error, no traceback."""
+@pytest.mark.parametrize(
+    "option, says",
+    [
+        (["--train-images", "0"], "train_images must be >= 1, got 0"),
+        (["--dense-epochs", "-1"], "dense_epochs must be >= 0, got -1"),
+        (["--adaptive-epochs", "-2"], "adaptive_epochs must be >= 0, got -2"),
+        (["--threads", "-3"], "threads must be >= 1, got -3"),  # was torch's RuntimeError traceback
+        (["--out", "."], "is a directory: name the checkpoint file"),  # was found by torch.save, after training
+    ],
+)
+def test_training_recipe_refuses_a_bad_option_in_one_line(tmp_path, monkeypatch, capsys, option, says):
+    """``python -m adavit_deploy.demo.train --train-images 0`` and co: argparse's one-line error, before any
+    training, no traceback, nothing written."""
     from adavit_deploy.demo.train import main
 
-    monkeypatch.setattr("sys.argv", ["train.py", "--train-images", "0", "--out", str(tmp_path / "m.pth")])
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", ["train.py", "--out", str(tmp_path / "m.pth"), "--train-images", "1", *option])
     threads = torch.get_num_threads()
     try:
         with pytest.raises(SystemExit) as exit_:
@@ -120,7 +132,8 @@ def test_training_recipe_refuses_a_bad_option_in_one_line(tmp_path, monkeypatch,
     finally:
         torch.set_num_threads(threads)
     assert exit_.value.code == 2
-    assert capsys.readouterr().err.splitlines()[-1] == "train.py: error: train_images must be >= 1, got 0"
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert last.startswith("train.py: error: ") and says in last, last
     assert list(tmp_path.iterdir()) == []
 
 

@@ -118,19 +118,28 @@ MALFORMED = {
     "unknown model key": (_set("model", "depth_typo", value=3), "unknown keys ['depth_typo']"),
     "artifact without sha256": (lambda d: d["artifacts"]["head"].pop("sha256"), "lacks ['sha256']"),
     "model not divisible": (_set("model", "num_heads", value=5), "not divisible by 5 heads"),
+    "eps past float": (_set("model", "eps", value=10**400), "model.eps should be a number within float range"),
+    "eps NaN": (_set("model", "eps", value=float("nan")), "LayerNorm eps nan is not a positive number"),
+    "no heads": (_set("model", "num_heads", value=0), "num_heads 0 is not >= 1"),
+    "std 0": (_set("model", "preprocess", "std", value=[0, 0, 0]), "std > 0"),
+    "mean NaN": (_set("model", "preprocess", "mean", value=[float("nan")] * 3), "mean [nan, nan, nan]"),
+    "depth 10**9": (_set("model", "depth", value=10**9), "artifacts cannot hold a 1000000000-block model"),
 }
+#: caught by the model config's own checks, not by the reader's types
+_CONFIG = ("model not divisible", "eps NaN", "no heads", "std 0", "mean NaN", "depth 10**9")
 
 
 @pytest.mark.parametrize("case", list(MALFORMED))
 def test_malformed_manifest_is_one_line(bundle, case):
     change, fragment = MALFORMED[case]
     _edit(bundle, change)
-    _refused(bundle, "malformed manifest" if "divisible" not in case else "", fragment)
+    _refused(bundle, "" if case in _CONFIG else "malformed manifest", fragment)
 
 
 @pytest.mark.parametrize(
     "text, fragment",
-    [(b'{"schema": "\xff\xfe"}', "not UTF-8 JSON"), (b"[1, 2]", "a JSON list, not an object"), (b"{", "not UTF-8 JSON")],
+    [(b'{"schema": "\xff\xfe"}', "not UTF-8 JSON"), (b"[1, 2]", "a JSON list, not an object"), (b"{", "not UTF-8 JSON"),
+     (b"[" * 10**5 + b"]" * 10**5, "maximum recursion depth"), (b'{"opset": ' + b"9" * 5000 + b"}", "4300 digits")],  # fmt: skip
 )
 def test_unreadable_manifest_is_one_line(bundle, text, fragment):
     (bundle / MANIFEST).write_bytes(text)

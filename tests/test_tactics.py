@@ -230,9 +230,10 @@ def _first(doc: dict) -> dict:
         (lambda d: d["tables"]["fp32"].update(machine="my laptop"), "tables.fp32.machine should be an object"),
         (lambda d: d["tables"]["fp32"].update(margin=float("nan")), "tables.fp32: margin nan is not in [0, 1)"),
         (lambda d: d["tables"]["fp32"].update(margin=2), "margin 2.0 is not in [0, 1)"),
+        (lambda d: _first(d)["ms"].update(gather=10**400), "timings[0].ms.gather should be a number within float range"),
     ],
     ids=["heads>H", "heads<0", "heads-float", "tactic", "stage", "ms<0", "ms-missing", "batch0", "no-block", "machine-str",
-         "margin-nan", "margin>1"],  # fmt: skip
+         "margin-nan", "margin>1", "ms-past-float"],  # fmt: skip
 )
 def test_an_edited_tactics_file_is_a_one_line_error_naming_it(tunable, tmp_path, edit, says):
     """Every field of tactics.json is checked on load: no traceback at inference, no silent misroute

@@ -114,6 +114,11 @@ def train(
     first N training digits: a quick check that the recipe runs (the shipped model saw all 1437)."""
     if train_images is not None and train_images < 1:
         raise ConfigError(f"train_images must be >= 1, got {train_images}")
+    for name, epochs in (("dense_epochs", dense_epochs), ("adaptive_epochs", adaptive_epochs)):
+        if epochs < 0:
+            raise ConfigError(f"{name} must be >= 0, got {epochs}")
+    if out.is_dir():  # found before training, not by torch.save after it
+        raise ConfigError(f"out {out} is a directory: name the checkpoint file, e.g. {out / CHECKPOINT_NAME}")
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     start = time.perf_counter()
@@ -196,6 +201,8 @@ def main() -> None:
     ap.add_argument("--train-images", type=int, default=None, help="only the first N training digits (a quick check)")
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1: fastest on a shared machine)")
     args = ap.parse_args()
+    if args.threads < 1:
+        ap.error(f"threads must be >= 1, got {args.threads}")
     torch.set_num_threads(args.threads)
     try:
         train(args.out, args.dense_epochs, args.adaptive_epochs, seed=args.seed, train_images=args.train_images)
