@@ -91,7 +91,7 @@ def test_ada_deit_s_shape_at_half_gmacs(tmp_path):
     On the suite's one torch thread (two threads spinning on a loaded 2-core host took 4-10x
     the CPU time), the offset bisected in 6 steps on 2 images (``random_checkpoint``: 14 on 8)
     and the export's own parity check on 1 image; the bundle, exported from the saved
-    checkpoint, is compared with the model in memory on 8 others.
+    checkpoint, is compared with the model in memory on 4 others.
     """
     from adavit_deploy.config import preset
     from adavit_deploy.model import save_checkpoint
@@ -100,19 +100,19 @@ def test_ada_deit_s_shape_at_half_gmacs(tmp_path):
     cfg = preset("ada-deit-s")
     model = random_adavit(cfg, target=0.5, samples=2, steps=6)
     save_checkpoint(model, tmp_path / "deit-s.pth")
-    x = np.random.default_rng(7).standard_normal((9, 3, 224, 224), dtype=np.float32)
-    x, parity_image = x[:8], x[8:]
+    x = np.random.default_rng(7).standard_normal((5, 3, 224, 224), dtype=np.float32)
+    x, parity_image = x[:4], x[4:]
     rt = load_bundle(export_bundle(tmp_path / "deit-s.pth", tmp_path / "b", parity_images=parity_image))
     with torch.no_grad():
         ref = model(torch.from_numpy(x))
-    for batch in (8, 1):
+    for batch in (4, 1):
         res = rt.infer(x, batch_size=batch)
         np.testing.assert_allclose(res.logits, ref.logits.numpy(), atol=1e-4)
         for key in ("head_select", "layer_select", "token_select"):
             np.testing.assert_array_equal(getattr(res, key), getattr(ref, key).numpy(), err_msg=key)
     ratio = res.gmacs.mean() / dense_gmacs(cfg)
     assert 0.35 < ratio < 0.65, ratio
-    assert len(set(map(tuple, res.head_select.reshape(8, -1).astype(int)))) > 1  # decisions depend on the input
+    assert len(set(map(tuple, res.head_select.reshape(4, -1).astype(int)))) > 1  # decisions depend on the input
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
