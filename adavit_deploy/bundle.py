@@ -159,6 +159,14 @@ class Budget:
     opt_heads: int | None = None
     search: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:  # an edited manifest: TensorRT profiles and reports read these
+        if any(x is not None and not 0 <= x < math.inf for x in (self.target, self.gmacs_fraction)):
+            raise ConfigError(f"budget target {self.target} / gmacs_fraction {self.gmacs_fraction}: need finite values >= 0")
+        if list(self.token_edges) != sorted(set(self.token_edges)) or any(e < 1 for e in self.token_edges):
+            raise ConfigError(f"budget token_edges {self.token_edges}: need increasing counts >= 1")
+        if self.opt_heads is not None and self.opt_heads < 1:
+            raise ConfigError(f"budget opt_heads {self.opt_heads} is not >= 1")
+
 
 @dataclass
 class Manifest:
@@ -173,6 +181,7 @@ class Manifest:
     calibration: dict[str, Any] = field(default_factory=dict)  # what the budgets were calibrated on (calibration/data.py)
 
     def __post_init__(self) -> None:
+        check_max_batch(self.max_batch)  # TensorRT profiles and Triton's batcher are sized from it
         self.budgets.setdefault(NATIVE, Budget(self.model.thresholds))
 
     @property

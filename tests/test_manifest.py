@@ -108,6 +108,10 @@ def _drop(key: str) -> Callable[[dict], None]:
 
 MALFORMED = {
     "artifacts as a list": (_set("artifacts", value=[]), "artifacts should be an object"),
+    "max_batch 0": (_set("max_batch", value=0), "--max-batch must be >= 1, got 0"),
+    "budget fraction NaN": (_set("budgets", "native", "gmacs_fraction", value=float("nan")), "need finite values >= 0"),
+    "token edges reversed": (_set("budgets", "native", "token_edges", value=[17, 9]), "need increasing counts >= 1"),
+    "opt_heads 0": (_set("budgets", "native", "opt_heads", value=0), "opt_heads 0 is not >= 1"),
     "a threshold 'x'": (_set("model", "thresholds", "head", value="x"), "model.thresholds.head should be a number"),
     "budget threshold 'x'": (_set("budgets", "native", "thresholds", "token", value="x"), "budgets.native.thresholds.token"),
     "missing opset": (_drop("opset"), "lacks ['opset']"),
@@ -126,7 +130,8 @@ MALFORMED = {
     "depth 10**9": (_set("model", "depth", value=10**9), "artifacts cannot hold a 1000000000-block model"),
 }
 #: caught by the model config's own checks, not by the reader's types
-_CONFIG = ("model not divisible", "eps NaN", "no heads", "std 0", "mean NaN", "depth 10**9")
+_CONFIG = ("model not divisible", "eps NaN", "no heads", "std 0", "mean NaN", "depth 10**9", "max_batch 0", "budget fraction NaN",
+           "token edges reversed", "opt_heads 0")
 
 
 @pytest.mark.parametrize("case", list(MALFORMED))
