@@ -73,7 +73,7 @@ def print_export(console: Console, path: Path, manifest) -> None:
 def print_inference(console: Console, labels: Sequence[str], result, num_classes: int, saved: Path | None) -> None:
     """``infer``: where the outputs were saved, or per input its top-5 classes (``classes.top_k``) and its GMACs."""
     if saved:
-        console.print(f"wrote {escape(str(saved))}: {len(labels)} inputs, mean {result.gmacs.mean():.4g} GMACs")
+        console.print(f"wrote {escape(str(saved))}: {len(labels)} input{'s' * (len(labels) != 1)}, mean {result.gmacs.mean():.4g} GMACs")
         return
     top, probs = top_k(result.logits, 5)
     name = class_names(num_classes)

@@ -35,6 +35,10 @@ def test_export_then_infer_writes_reference_shaped_npz(runner, bundle, tmp_path)
     out = tmp_path / "out.npz"
     result = runner.invoke(app, ["infer", str(bundle), str(tmp_path / "in.npz"), "-o", str(out), "--batch-size", "2"])
     assert result.exit_code == 0, result.output
+    assert f"wrote {out}: 5 inputs, mean " in result.output
+    np.save(tmp_path / "one.npy", images[:1])
+    result = runner.invoke(app, ["infer", str(bundle), str(tmp_path / "one.npy"), "-o", str(tmp_path / "one.npz")])
+    assert f"wrote {tmp_path / 'one.npz'}: 1 input, mean " in result.output
     with np.load(out) as z:
         assert z["logits"].shape == (5, 7)
         assert z["head_select"].shape == (5, 2, 3)  # blocks 1..2 select heads (keep_layers 1)
