@@ -213,8 +213,8 @@ def _layouts(model: onnx.ModelProto, matmuls: list[_WeightMatMul], feed: dict[st
     every head kept, then the last one alone."""
     every = _probe(model, matmuls, feed, np.arange(n_heads, dtype=np.int64))
     headed = [mm for mm in matmuls if mm.heads]
-    last = dict(zip((id(mm) for mm in headed), _probe(model, headed, feed, np.array([n_heads - 1], np.int64))))
-    return [_layout(model, mm, idx, last.get(id(mm)), n_heads) for mm, idx in zip(matmuls, every)]
+    last = dict(zip((mm.b for mm in headed), _probe(model, headed, feed, np.array([n_heads - 1], np.int64))))
+    return [_layout(model, mm, idx, last.get(mm.b), n_heads) for mm, idx in zip(matmuls, every)]
 
 
 def _layout(model: onnx.ModelProto, mm: _WeightMatMul, idx: np.ndarray, one: np.ndarray | None, n_heads: int):
