@@ -104,7 +104,11 @@ class Artifact:
 
 
 NATIVE = "native"
-PRECISIONS = ("fp32", "fp16", "int8")
+#: Graph precisions: the variants a bundle holds (``export --fp16/--int8``).
+GRAPH_PRECISIONS = ("fp32", "fp16", "int8")
+#: What a runtime can run at: the graphs' precisions, and ``bf16``, the fp32 graphs run in bfloat16 by a
+#: backend that can (OpenVINO on a CPU with bf16 instructions).
+PRECISIONS = (*GRAPH_PRECISIONS, "bf16")
 
 
 def budget_name(value: str | float) -> str:
@@ -121,24 +125,28 @@ def budget_name(value: str | float) -> str:
 
 
 def check_precision(precision: str) -> str:
+    """``precision`` if it is one of ``PRECISIONS``, else a one-line error naming them."""
     if precision not in PRECISIONS:
         raise ConfigError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
     return precision
 
 
 def variant_key(graph: str, precision: str) -> str:
-    """Manifest key of ``graph`` at ``precision``: ``attn_0``, ``attn_0.fp16``, ``attn_0.int8``.
+    """Manifest key of ``graph`` at ``precision``: ``attn_0``, ``attn_0.fp16``, ``attn_0.int8``
+    (``bf16`` runs the fp32 graph: ``attn_0``).
 
     ``export --fp16/--int8`` registers its variants under these keys; the
     runtime and ``build-trt`` find them with this lookup and nothing else.
     """
-    return graph if check_precision(precision) == "fp32" else f"{graph}.{precision}"
+    return graph if check_precision(precision) in ("fp32", "bf16") else f"{graph}.{precision}"
 
 
 def split_variant(key: str) -> tuple[str, str]:
     """The inverse of ``variant_key``: ``attn_0.int8`` -> ``("attn_0", "int8")``, ``attn_0`` -> fp32."""
     graph, _, precision = key.partition(".")
-    return graph, check_precision(precision or "fp32")
+    if precision and precision not in GRAPH_PRECISIONS:
+        raise ConfigError(f"graph key {key!r}: {precision!r} is not one of {', '.join(GRAPH_PRECISIONS[1:])}")
+    return graph, precision or "fp32"
 
 
 @dataclass
@@ -186,12 +194,13 @@ class Manifest:
 
     @property
     def precisions(self) -> list[str]:
-        """Precisions the bundle has graphs for (fp32 always)."""
-        return [p for p in PRECISIONS if p == "fp32" or any(k.endswith(f".{p}") for k in self.artifacts)]
+        """Graph precisions the bundle has graphs for (fp32 always)."""
+        return [p for p in GRAPH_PRECISIONS if p == "fp32" or any(k.endswith(f".{p}") for k in self.artifacts)]
 
     def check_precision(self, precision: str, bundle: str | Path) -> str:
-        """``precision`` if the bundle has graphs for it, else a one-line error saying how to add them."""
-        if check_precision(precision) not in self.precisions:
+        """``precision`` if the bundle has graphs for it (``bf16``: the fp32 ones), else a one-line
+        error saying how to add them."""
+        if check_precision(precision) not in (*self.precisions, "bf16"):
             raise ConfigError(
                 f"{bundle}: the bundle has no {precision} graphs (it has {', '.join(self.precisions)}): "
                 f"re-export it with --{precision}"

@@ -71,8 +71,8 @@ class RecordingBackend(Backend):
         self.inner, self.files, self.name = inner, files, inner.name
         self.feeds: dict[str, list[dict[str, np.ndarray]]] = defaultdict(list)
 
-    def make_runner(self, bundle: Path, artifact: Artifact) -> Runner:
-        inner = self.inner.runner(bundle, artifact)
+    def make_runner(self, bundle: Path, artifact: Artifact, precision: str) -> Runner:
+        inner = self.inner.runner(bundle, artifact, precision)
         graph = self.files.get(artifact.file)
         return inner if graph is None else _Recording(inner, self.feeds[graph])
 

@@ -85,7 +85,7 @@ def test_infer_refuses_tampered_bundle(runner, bundle, tmp_path):
 def test_infer_on_a_backend_that_is_not_here(runner, bundle, tmp_path):
     np.save(tmp_path / "x.npy", np.zeros((1, 3, 32, 32), np.float32))
     result = runner.invoke(app, ["infer", str(bundle), str(tmp_path / "x.npy"), "--backend", "nope"])
-    _one_line_error(result, "unknown backend 'nope'", "ort, ort-cuda, trt")
+    _one_line_error(result, "unknown backend 'nope'", "ort, ov, ort-cuda, trt")
 
 
 def test_export_refuses_existing_and_bad_opset(runner, bundle, make_checkpoint):

@@ -101,7 +101,7 @@ def test_tune_writes_a_table_the_runtime_uses(tunable):
     table, path = tune(tunable, (1, 4), threads=1, reps=1)
     assert path == tunable / FILE
     doc = json.loads(path.read_text())
-    assert doc["schema"] == "adavit-deploy/tactics" and doc["schema_version"] == 1
+    assert doc["schema"] == "adavit-deploy/tactics" and doc["schema_version"] == 2
     (stored,) = read_tables(tunable).values()
     assert stored.machine["cpu"] and stored.machine["threads"] == 1 and stored.machine["backend"] == "ort"
     assert stored.margin == 0.05
@@ -138,7 +138,7 @@ def test_bad_tactics_and_tables_are_one_line_errors(tunable):
     (tunable / FILE).write_text(json.dumps({"schema": "adavit-deploy/tactics", "schema_version": 9, "tables": {}}))
     with pytest.raises(BundleError) as e:
         load_bundle(tunable)
-    one_line(e, "version 9 is not 1", "adavit-deploy tune")
+    one_line(e, "version 9 is not 2", "adavit-deploy tune")
     with pytest.raises(ConfigError) as e:
         tune(tunable, "0,4")
     one_line(e, "--batch-sizes")
@@ -212,7 +212,7 @@ def _tuned_doc(bundle, machine=None) -> dict:
 
 
 def _first(doc: dict) -> dict:
-    return doc["tables"]["fp32"]["timings"][0]
+    return doc["tables"]["ort/fp32"]["timings"][0]
 
 
 @pytest.mark.parametrize(
@@ -227,9 +227,9 @@ def _first(doc: dict) -> dict:
         (lambda d: _first(d).update(ms={}), "is not a time >= 0"),
         (lambda d: _first(d).update(batch_size=0), "timings[0]: batch_size 0 is not >= 1"),
         (lambda d: _first(d).pop("block"), "timings[0] lacks ['block']"),
-        (lambda d: d["tables"]["fp32"].update(machine="my laptop"), "tables.fp32.machine should be an object"),
-        (lambda d: d["tables"]["fp32"].update(margin=float("nan")), "tables.fp32: margin nan is not in [0, 1)"),
-        (lambda d: d["tables"]["fp32"].update(margin=2), "margin 2.0 is not in [0, 1)"),
+        (lambda d: d["tables"]["ort/fp32"].update(machine="my laptop"), "tables.ort/fp32.machine should be an object"),
+        (lambda d: d["tables"]["ort/fp32"].update(margin=float("nan")), "tables.ort/fp32: margin nan is not in [0, 1)"),
+        (lambda d: d["tables"]["ort/fp32"].update(margin=2), "margin 2.0 is not in [0, 1)"),
         (lambda d: _first(d)["ms"].update(gather=10**400), "timings[0].ms.gather should be a number within float range"),
     ],
     ids=["heads>H", "heads<0", "heads-float", "tactic", "stage", "ms<0", "ms-missing", "batch0", "no-block", "machine-str",
@@ -332,11 +332,25 @@ def test_tune_refuses_batch_sizes_above_the_bundles_max_batch(tunable):
     assert calls == [] and not (tunable / FILE).exists()
 
 
-def test_write_table_keeps_other_precisions_only_from_the_same_machine(tmp_path):
+def test_write_table_keeps_other_backends_and_precisions_only_from_the_same_cpu(tmp_path):
     here, there = {"backend": "ort", "cpu": "A"}, {"backend": "ort", "cpu": "B"}
     timing = [Timing(1, "attn", 1, 1, {"gather": 1.0, "masked": 2.0}, 1, "gather")]
     write_table(tmp_path, TacticTable(here, "fp32", timing))
     write_table(tmp_path, TacticTable(here, "int8", timing))
-    assert sorted(read_tables(tmp_path)) == ["fp32", "int8"]
+    write_table(tmp_path, TacticTable({"backend": "ov", "cpu": "A", "threads": 2}, "bf16", timing))
+    write_table(tmp_path, TacticTable({"backend": "ov", "cpu": "A", "threads": 1}, "fp32", timing))
+    assert sorted(read_tables(tmp_path)) == ["ort/fp32", "ort/int8", "ov/bf16", "ov/fp32"]  # tuning ov kept ort's
+    write_table(tmp_path, TacticTable({**here, "threads": 2}, "fp32", timing))  # the same key, re-tuned: replaced
+    assert read_tables(tmp_path)["ort/fp32"].machine["threads"] == 2
     write_table(tmp_path, TacticTable(there, "fp16", timing))
-    assert sorted(read_tables(tmp_path)) == ["fp16"]  # the others were timed on another machine
+    assert sorted(read_tables(tmp_path)) == ["ort/fp16"]  # the others were timed on another CPU
+
+
+def test_a_version_1_tactics_file_still_loads(tunable):
+    """A bundle tuned before the OpenVINO backend (tables keyed by precision alone) keeps its table."""
+    tune(tunable, (1,), threads=1, reps=1)
+    doc = json.loads((tunable / FILE).read_text())
+    old = {"schema": doc["schema"], "schema_version": 1, "tables": {"fp32": doc["tables"]["ort/fp32"]}}
+    (tunable / FILE).write_text(json.dumps(old))
+    with load_bundle(tunable, threads=1) as rt:
+        assert rt.tactics is not None and rt.tactics.timings == read_tables(tunable)["ort/fp32"].timings

@@ -47,7 +47,7 @@ def test_no_cuda_is_one_line(monkeypatch):
 def test_a_tactics_table_tuned_on_tensorrt_holds_only_for_its_gpu_and_version():
     """``tactics.json`` is used where its fingerprint matches: on TensorRT that is the engines'
     GPU and TensorRT version too, not only the host CPU (which another GPU can share)."""
-    from adavit_deploy.tensorrt.backend import TrtBackend
+    from adavit_deploy.runtime.backends.trt import TrtBackend
     from adavit_deploy.tensorrt.manifest import TrtEnvironment
 
     def fingerprint(env: TrtEnvironment) -> dict:
@@ -62,7 +62,7 @@ def test_a_tactics_table_tuned_on_tensorrt_holds_only_for_its_gpu_and_version():
 
 
 def test_unknown_backend_lists_trt():
-    with pytest.raises(BackendError, match="ort, ort-cuda, trt"):
+    with pytest.raises(BackendError, match="ort, ov, ort-cuda, trt"):
         get_backend("tensorrt")
 
 
@@ -154,7 +154,7 @@ def test_batch_above_the_engines_max_is_run_in_chunks(engines, bundle, images):
 
 
 def test_engines_from_another_tensorrt_or_gpu_are_refused(engines, bundle, tmp_path):
-    from adavit_deploy.tensorrt.backend import TrtBackend
+    from adavit_deploy.runtime.backends.trt import TrtBackend
 
     for field, value in (("tensorrt", "9.9.9"), ("gpu", "Some Other GPU"), ("compute_capability", [1, 0])):
         other = tmp_path / field
@@ -168,7 +168,7 @@ def test_engines_from_another_tensorrt_or_gpu_are_refused(engines, bundle, tmp_p
 
 
 def test_tampered_engine_is_refused(engines, bundle, tmp_path):
-    from adavit_deploy.tensorrt.backend import TrtBackend
+    from adavit_deploy.runtime.backends.trt import TrtBackend
 
     other = tmp_path / "tampered"
     shutil.copytree(engines, other)
@@ -179,7 +179,7 @@ def test_tampered_engine_is_refused(engines, bundle, tmp_path):
 
 def test_fp16(trt_module, bundle, images, tmp_path):
     """TensorRT 10: the FP16 builder flag on the fp32 graphs; 11: needs FP16 graphs (export --fp16)."""
-    from adavit_deploy.tensorrt.backend import TrtBackend
+    from adavit_deploy.runtime.backends.trt import TrtBackend
     from adavit_deploy.tensorrt.environment import tensorrt_major
     from adavit_deploy.tensorrt.build import build_engines
 

@@ -381,8 +381,8 @@ class _CalibratingBackend(Backend):
         self.quantized = {manifest.artifacts[g.name].file: g.name for g in graphs(manifest.model).values() if g.converts_to("int8")}
         self.calibrators: dict[str, GraphCalibrator] = {}
 
-    def make_runner(self, bundle: Path, artifact: Artifact) -> Runner:
-        inner = self.inner.runner(bundle, artifact)
+    def make_runner(self, bundle: Path, artifact: Artifact, precision: str) -> Runner:
+        inner = self.inner.runner(bundle, artifact, precision)
         graph = self.quantized.get(artifact.file)
         if graph is None:
             return inner

@@ -116,7 +116,7 @@ class AdaptiveRuntime(Closable):
     ) -> None:
         self.bundle, self.manifest, self.cfg, self.backend = Path(bundle), manifest, manifest.model, backend
         self.owns_backend = owns_backend
-        self.precision = manifest.check_precision(precision, bundle)
+        self.precision = backend.check_precision(manifest.check_precision(precision, bundle))
         self.budget = manifest.budget(budget)
         self._runners: dict[str, Runner] = {}
         self.tactic = check_tactic(tactic)
@@ -138,7 +138,7 @@ class AdaptiveRuntime(Closable):
         if name not in self._runners:  # close() empties it: a closed runtime refuses here
             self.check_open()
             key = variant_key(name, self.precision)
-            self._runners[name] = self.backend.runner(self.bundle, self.manifest.artifacts[key])
+            self._runners[name] = self.backend.runner(self.bundle, self.manifest.artifacts[key], self.precision)
         return self._runners[name]
 
     def describe(self) -> str:

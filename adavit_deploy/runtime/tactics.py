@@ -42,9 +42,11 @@ from ..errors import BundleError, ConfigError, InputError
 TACTICS = ("gather", "masked")
 STAGES = ("attn", "mlp")
 FILE = "tactics.json"
-SCHEMA, SCHEMA_VERSION = "adavit-deploy/tactics", 1
+SCHEMA, SCHEMA_VERSION = "adavit-deploy/tactics", 2
 #: The file is the user's to copy or edit: every field is checked on load (types here, values in ``Timing`` and ``_Stored``).
 DOCUMENT = Document("tactics file", "tactics file", SCHEMA, SCHEMA_VERSION, "re-run `adavit-deploy tune`", BundleError)
+#: Version 1 (tables keyed by precision alone, before the OpenVINO backend): still read, never written.
+DOCUMENT_V1 = Document("tactics file", "tactics file", SCHEMA, 1, "re-run `adavit-deploy tune`", BundleError)
 #: a tactics file larger than this is not one (a real table is a few hundred KiB at most)
 MAX_BYTES = 16 << 20
 
@@ -158,7 +160,7 @@ class TacticTable:
 
 @dataclass
 class _Stored:
-    """A table as the file holds it, under its precision."""
+    """A table as the file holds it, under its key (``table_key``)."""
 
     machine: dict[str, Any]
     margin: float
@@ -174,28 +176,52 @@ class _File:
     tables: dict[str, _Stored]
 
 
+def table_key(backend: str, precision: str) -> str:
+    """A table's key in the file: one table per backend and precision (``ort/fp32``, ``ov/bf16``)."""
+    return f"{backend}/{precision}"
+
+
+def _version(text: bytes) -> Any:
+    """The ``schema_version`` a file claims (``None`` if it is not a JSON object): which reader reads it."""
+    try:
+        d = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    return d.get("schema_version") if isinstance(d, dict) else None
+
+
 def read_tables(bundle: str | Path) -> dict[str, TacticTable]:
-    """Every precision's table in ``bundle``'s ``tactics.json`` (none if there is no file)."""
+    """Every table in ``bundle``'s ``tactics.json`` by ``table_key`` (none if there is no file).
+
+    A version-1 file (one table per precision, before the OpenVINO backend) is read too: its
+    tables are keyed by the backend their machine names.
+    """
     path = Path(bundle) / FILE
     if not path.is_file():
         return {}
     if path.stat().st_size > MAX_BYTES:
         raise BundleError(f"{path}: {path.stat().st_size} bytes, more than a tactics file holds ({MAX_BYTES}): {DOCUMENT.fix}")
-    stored = DOCUMENT.read(path.read_bytes(), str(path), _File).tables
-    return {precision: TacticTable(t.machine, precision, t.timings, t.margin) for precision, t in stored.items()}
+    text = path.read_bytes()
+    if _version(text) == 1:
+        old = DOCUMENT_V1.read(text, str(path), _File).tables
+        stored = {table_key(str(t.machine.get("backend")), p): t for p, t in old.items()}
+    else:
+        stored = DOCUMENT.read(text, str(path), _File).tables
+    return {k: TacticTable(t.machine, k.rpartition("/")[2], t.timings, t.margin) for k, t in stored.items()}
 
 
 def write_table(bundle: str | Path, table: TacticTable) -> Path:
-    """Add (or replace) ``table``'s precision in ``bundle``'s ``tactics.json``, atomically.
+    """Add (or replace) ``table`` under its backend and precision in ``bundle``'s ``tactics.json``, atomically.
 
-    Tables of other precisions are kept when they were measured on the same machine.
+    The other backends' and precisions' tables are kept when they were measured on the same CPU:
+    tuning OpenVINO does not throw away ONNX Runtime's table.
     """
     try:
-        tables = {p: t for p, t in read_tables(bundle).items() if t.machine == table.machine}
+        tables = {k: t for k, t in read_tables(bundle).items() if t.machine.get("cpu") == table.machine.get("cpu")}
     except BundleError:
         tables = {}  # an unreadable old file is what tune replaces
-    tables[table.precision] = table
-    doc = {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "tables": {p: t.to_dict() for p, t in sorted(tables.items())}}
+    tables[table_key(table.machine["backend"], table.precision)] = table
+    doc = {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "tables": {k: t.to_dict() for k, t in sorted(tables.items())}}
     path = Path(bundle) / FILE
     with atomic_file(path, "the tactics file") as tmp:
         tmp.write_text(json.dumps(doc, indent=1) + "\n")
@@ -203,13 +229,13 @@ def write_table(bundle: str | Path, table: TacticTable) -> Path:
 
 
 def table_for(bundle: str | Path, precision: str, machine: dict[str, Any], num_heads: int) -> TacticTable | None:
-    """The tuned table for ``precision`` if it was measured on ``machine``; else ``None``,
-    with a warning when a table exists for another machine (the defaults run).
+    """The tuned table for ``machine``'s backend at ``precision`` if it was measured on ``machine``;
+    else ``None``, with a warning when a table exists for another machine (the defaults run).
 
     ``num_heads``: the bundle's head count; a table naming more kept heads is
     another model's.
     """
-    table = read_tables(bundle).get(precision)
+    table = read_tables(bundle).get(table_key(machine["backend"], precision))
     if table is None:
         return None
     too_many = max((t.kept_heads for t in table.timings), default=0)

@@ -112,16 +112,23 @@ class Backend(Closable, ABC):
     def __init__(self) -> None:
         self._runners: weakref.WeakSet[Runner] = weakref.WeakSet()
 
-    def runner(self, bundle: Path, artifact: Artifact) -> Runner:
-        """A runner for one graph of the bundle."""
+    def runner(self, bundle: Path, artifact: Artifact, precision: str = "fp32") -> Runner:
+        """A runner for one graph of the bundle, run at ``precision`` (the graph's own, or ``bf16``
+        for an fp32 graph on a backend that can)."""
         self.check_open()
-        made = self.make_runner(Path(bundle), artifact)
+        made = self.make_runner(Path(bundle), artifact, self.check_precision(precision))
         self._runners.add(made)
         return made
 
     @abstractmethod
-    def make_runner(self, bundle: Path, artifact: Artifact) -> Runner:
-        """What ``runner`` returns (the backend is known to be open)."""
+    def make_runner(self, bundle: Path, artifact: Artifact, precision: str) -> Runner:
+        """What ``runner`` returns (the backend is known to be open, the precision checked)."""
+
+    def check_precision(self, precision: str) -> str:
+        """``precision`` if this backend runs it; by default every graph precision, no ``bf16``."""
+        if precision == "bf16":
+            raise BackendError(f"precision bf16 runs on the ov backend (OpenVINO), not on {self.name}")
+        return precision
 
     def close(self) -> None:
         if not self.closed:

@@ -181,7 +181,7 @@ class OrtBackend(Backend):
         return {**super().fingerprint(), "onnxruntime": ort.__version__, "providers": self.providers,
                 "threads": self.threads}
 
-    def make_runner(self, bundle: Path, artifact: Artifact) -> OrtRunner:
+    def make_runner(self, bundle: Path, artifact: Artifact, precision: str) -> OrtRunner:
         prefix = None
         if self.profile_dir is not None:
             # ORT names a profile prefix + a millisecond timestamp: sessions made in the same

@@ -1,9 +1,9 @@
 """TensorRT backend: one deserialized engine + execution context per bundle graph.
 
-Engines come from ``adavit-deploy build-trt`` (``build.py``) and live with
+Engines come from ``adavit-deploy build-trt`` (``tensorrt/build.py``) and live with
 their ``engines.json`` in ``<bundle>/trt/`` unless another directory is given.
 ``runtime.backends.get_backend("trt")`` returns this backend. Loading checks
-that manifest first (TensorRT version, GPU, source graph: ``manifest.py``). A call goes: pick the optimization
+that manifest first (TensorRT version, GPU, source graph: ``tensorrt/manifest.py``). A call goes: pick the optimization
 profile whose ranges hold the input shapes (the token bucket of a routed
 call), ``set_optimization_profile_async`` if it changed, ``set_input_shape``
 and ``set_tensor_address`` for every input, output buffers sized from
@@ -25,12 +25,12 @@ from typing import Any
 
 import numpy as np
 
-from ..bundle import Artifact, read_manifest
-from ..errors import BackendError, InputError
-from ..runtime.backends.base import Backend, Runner
-from .environment import current_environment, import_tensorrt
-from .manifest import ENGINE_DIR, EngineEntry, EngineManifest, check_entry, check_environment, read_engine_manifest
-from .profiles import BATCH, max_batch_of, select_profile, split_batch
+from ...bundle import Artifact, read_manifest
+from ...errors import BackendError, InputError
+from ...tensorrt.environment import current_environment, import_tensorrt
+from ...tensorrt.manifest import ENGINE_DIR, EngineEntry, EngineManifest, check_entry, check_environment, read_engine_manifest
+from ...tensorrt.profiles import BATCH, max_batch_of, select_profile, split_batch
+from .base import Backend, Runner
 
 def torch_dtypes(trt: Any) -> dict[Any, Any]:
     """TensorRT ``DataType`` -> torch dtype, for the types an engine's I/O can have."""
@@ -183,7 +183,7 @@ class TrtBackend(Backend):
             self._loaded[key] = manifest, {a.file: a.sha256 for a in graphs}
         return self._loaded[key]
 
-    def make_runner(self, bundle: Path, artifact: Artifact) -> Runner:
+    def make_runner(self, bundle: Path, artifact: Artifact, precision: str) -> Runner:
         engine_dir = self.engine_dir(bundle)
         manifest, sources = self._manifest(bundle, engine_dir)
         entry = manifest.entry_for(artifact, str(engine_dir), str(bundle))
