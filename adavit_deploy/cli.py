@@ -157,7 +157,20 @@ QkScale = Annotated[
 Budget = Annotated[
     str, typer.Option(help="Which of the bundle's budgets to run: native (the checkpoint's thresholds) or e.g. 0.5.")
 ]
-Precision = Annotated[str, typer.Option(help="Graph precision: fp32, or fp16 / int8 if the bundle was exported with them.")]
+Precision = Annotated[
+    str,
+    typer.Option(
+        help="fp32; bf16 (the fp32 graphs in bfloat16: --backend ov, on a CPU with bf16); fp16 / int8 if the bundle "
+        "was exported with them."
+    ),
+]
+BackendName = Annotated[
+    str,
+    typer.Option(
+        help="ort (ONNX Runtime CPU), ov (OpenVINO CPU: the ov extra), ort-cuda, or trt (engines from `build-trt`)."
+    ),
+]
+Threads = Annotated[int, typer.Option(help="Intra-op threads (0: one per core).")]
 DemoBundle = Annotated[
     Optional[Path], typer.Argument(help="Bundle directory [default: export/bundles/ada_digits, the demo model's].")
 ]
@@ -290,10 +303,8 @@ def infer(
         typer.Option("--output", "-o", help="Write logits, head/layer/token_select and gmacs to this .npz."),
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Inputs per runtime call.")] = 16,
-    threads: Annotated[int, typer.Option(help="Intra-op threads (0: one per core).")] = 0,
-    backend: Annotated[
-        str, typer.Option(help="ort (ONNX Runtime CPU), ort-cuda, or trt (engines from `build-trt`).")
-    ] = "ort",
+    threads: Threads = 0,
+    backend: BackendName = "ort",
     budget: Budget = "native",
     precision: Precision = "fp32",
 ) -> None:
@@ -320,16 +331,20 @@ def inspect(
     out: Annotated[
         Path, typer.Option("--out", "-o", help="PNG to write; with several images, one file per image named after it.")
     ] = Path("policy.png"),
-    threads: Annotated[int, typer.Option(help="Intra-op threads (0: one per core).")] = 0,
+    threads: Threads = 0,
     budget: Budget = "native",
     grid: Annotated[bool, typer.Option("--grid", help="One figure, exactly --out: every image side by side.")] = False,
+    backend: BackendName = "ort",
+    precision: Precision = "fp32",
 ) -> None:
     """Draw, per block, the patches kept, the heads and sub-layers that ran, and the GMACs of each image."""
     from .visualize import inspect_bundle
 
     with _errors():
-        _own_onnxruntime("ort", threads)
-        paths = inspect_bundle(bundle, images, out, threads=threads, budget=budget, grid=grid)
+        _own_onnxruntime(backend, threads)
+        paths = inspect_bundle(
+            bundle, images, out, threads=threads, budget=budget, grid=grid, backend=backend, precision=precision
+        )
     render.print_written(console, *paths)
 
 
@@ -341,9 +356,11 @@ def evaluate(
     ] = "demo",
     budgets: Annotated[Optional[str], typer.Option(help="Comma-separated budgets [default: all of the bundle's].")] = None,
     precisions: Annotated[
-        Optional[str], typer.Option(help="Comma-separated precisions [default: all of the bundle's].")
+        Optional[str],
+        typer.Option(help="Comma-separated precisions [default: all of the bundle's, and bf16 with --backend ov where the CPU has it]."),
     ] = None,
-    threads: Annotated[int, typer.Option(help="Intra-op threads (0: one per core).")] = 0,
+    threads: Threads = 0,
+    backend: BackendName = "ort",
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the table as JSON.")] = None,
     plot: Annotated[Optional[Path], typer.Option("--plot", help="Write a PNG: top-1 against mean GMACs.")] = None,
 ) -> None:
@@ -354,7 +371,7 @@ def evaluate(
     from .plots import plot_tradeoff, require_plotting
 
     with _errors(), console.status("evaluating") as status:
-        _own_onnxruntime("ort", threads)
+        _own_onnxruntime(backend, threads)
         if plot:
             require_plotting()  # the install hint now, not after the run
         for path, what in ((json_out, "--json"), (plot, "--plot")):
@@ -369,6 +386,7 @@ def evaluate(
             budgets=budgets.split(",") if budgets else None,
             precisions=precisions.split(",") if precisions else None,
             threads=threads,
+            backend=backend,
             progress=lambda msg: status.update(f"evaluating: {msg}"),
         )
         if json_out:
@@ -447,7 +465,11 @@ def bench(
         ),
     ] = None,
     backend: Annotated[
-        str, typer.Option(help="Backend of the adaptive and dense engines: ort (CPU), ort-cuda, or trt where installed.")
+        str,
+        typer.Option(
+            help="Backend of the adaptive engines: ort (CPU), ov (OpenVINO), ort-cuda, or trt where installed; the "
+            "dense ones also run on every other CPU backend installed (the fastest is the baseline)."
+        ),
     ] = "ort",
     batch_sizes: Annotated[str, typer.Option(help="Comma-separated batch sizes.")] = "1,16",
     iterations: Annotated[int, typer.Option(help="Timed calls per engine and batch size.")] = 20,
@@ -461,8 +483,8 @@ def bench(
     engines: Annotated[
         str,
         typer.Option(
-            help="Comma-separated subset of adaptive,dense,reference; adaptive and dense may end in .fp16 or .int8 "
-            "(e.g. adaptive,adaptive.int8) to compare precisions in the same run."
+            help="Comma-separated subset of adaptive,dense,reference; adaptive and dense may end in .fp16, .int8 or "
+            ".bf16 (e.g. adaptive,adaptive.int8) to compare precisions in the same run."
         ),
     ] = "adaptive,dense,reference",
     memory: Annotated[
@@ -505,7 +527,7 @@ def bench(
         for path, what in ((json_out, "--json"), (plot, "--plot")):
             if path:
                 check_writable(path, what)
-        _own_onnxruntime(backend, threads)
+        _own_onnxruntime("ort", threads)  # the dense baselines run on ONNX Runtime whatever --backend is
         with _progress() as progress:
             report = run_bench(
                 target,
@@ -537,7 +559,7 @@ def tune(
     batch_sizes: Annotated[str, typer.Option(help="Comma-separated batch sizes to tune for.")] = "1,16",
     budget: Budget = "native",
     precision: Precision = "fp32",
-    backend: Annotated[str, typer.Option(help="Backend to time: ort (CPU), ort-cuda, or trt where installed.")] = "ort",
+    backend: BackendName = "ort",
     threads: Annotated[int, typer.Option(help="Intra-op threads, as inference will run (0: one per core).")] = 0,
     images: Annotated[
         Optional[Path],
@@ -557,8 +579,8 @@ def tune(
     TensorRT's timing cache. The runtime uses the result on this machine
     (same CPU, backend version and threads) and gather (the default) elsewhere.
 
-    One table per --precision: tune each precision you run (tables tuned
-    here for the others are kept). A batch uses the choices of the largest
+    One table per --backend and --precision: tune each one you run (tables
+    tuned here for the others are kept). A batch uses the choices of the largest
     tuned batch size not above it. --budget only decides which head counts
     the inputs reach; the choices serve every budget. Run with the --threads
     inference uses.
@@ -587,7 +609,6 @@ ServeQueueDelay = Annotated[
 ]
 ServeInstances = Annotated[int, typer.Option(help="Model instances (each runs one batch at a time).")]
 ServeThreads = Annotated[int, typer.Option(help="Intra-op threads of each instance's runtime (0: one per core).")]
-ServeBackend = Annotated[str, typer.Option(help="ort (ONNX Runtime CPU), ort-cuda, or trt (engines from `build-trt`).")]
 ServeWithDense = Annotated[bool, typer.Option("--with-dense", help="Also serve the dense graph, as <name>_dense (A/B).")]
 
 
@@ -609,7 +630,7 @@ def triton_repo(
     queue_delay_us: ServeQueueDelay = 0,
     instances: ServeInstances = 1,
     threads: ServeThreads = 0,
-    backend: ServeBackend = "ort",
+    backend: BackendName = "ort",
     budget: Budget = "native",
     precision: Precision = "fp32",
     with_dense: ServeWithDense = False,
@@ -641,7 +662,7 @@ def serve(
     queue_delay_us: ServeQueueDelay = 0,
     instances: ServeInstances = 1,
     threads: ServeThreads = 0,
-    backend: ServeBackend = "ort",
+    backend: BackendName = "ort",
     budget: Budget = "native",
     precision: Precision = "fp32",
     with_dense: ServeWithDense = False,

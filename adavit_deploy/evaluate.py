@@ -19,7 +19,7 @@ import numpy as np
 
 from .atomic import atomic_file
 from .cost import dense_gmacs
-from .errors import InputError
+from .errors import AdaViTDeployError, InputError
 from .inputs import read_array, read_images
 from .parity import compare
 from .runtime import AdaptiveRuntime, load_bundle
@@ -34,6 +34,7 @@ class EvalRow:
     gmacs_fraction: float
     top1_agreement_vs_fp32: float
     decision_agreement_vs_fp32: float
+    max_abs_logit_diff_vs_fp32: float
 
 
 def labelled_data(source: str | Path) -> tuple[np.ndarray, np.ndarray, str]:
@@ -83,14 +84,16 @@ def evaluate(
     threads: int = 0,
     batch_size: int = 64,
     progress: Callable[[str], None] | None = None,
+    backend: str = "ort",
 ) -> tuple[list[EvalRow], float]:
-    """Rows for every (budget, precision) of the bundle (or those given), and the dense graph's top-1.
+    """Rows for every (budget, precision) of the bundle (or those given), and the dense graph's top-1,
+    on ``backend`` (``ov``: ``bf16`` too by default, where the CPU has it).
 
     One runtime per precision serves every budget, so each graph's session is made once; they are
     open together (peak memory: the weights of every precision asked for).
     """
     step = progress or (lambda _: None)
-    with load_bundle(bundle, threads=threads) as rt:
+    with load_bundle(bundle, backend, threads=threads) as rt:
         labels = check_labels(labels, len(images), rt.cfg.num_classes)
         rows = _rows(rt, images, labels, budgets, precisions, batch_size, step)
         dense_logits = np.concatenate([rt.dense(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
@@ -107,7 +110,7 @@ def _rows(
     step: Callable[[str], None],
 ) -> list[EvalRow]:
     budgets = list(budgets or rt.manifest.budgets)
-    precisions = ["fp32", *(p for p in precisions or rt.manifest.precisions if p != "fp32")]
+    precisions = ["fp32", *(p for p in precisions or runnable_precisions(rt) if p != "fp32")]
     dense = dense_gmacs(rt.cfg)
     rows = []
     with ExitStack() as stack:  # one runtime per precision, its sessions made once for every budget
@@ -131,9 +134,19 @@ def _rows(
                         gmacs_fraction=float(got.gmacs.mean() / dense),
                         top1_agreement_vs_fp32=vs_fp32["top1_agreement"],
                         decision_agreement_vs_fp32=vs_fp32["decision_agreement"],
+                        max_abs_logit_diff_vs_fp32=vs_fp32["max_abs_logit_diff"],
                     )
                 )
     return rows
+
+
+def runnable_precisions(rt: AdaptiveRuntime) -> list[str]:
+    """The bundle's graph precisions, and ``bf16`` where ``rt``'s backend runs it on this CPU."""
+    try:
+        rt.backend.check_precision("bf16")
+    except AdaViTDeployError:
+        return rt.manifest.precisions
+    return [*rt.manifest.precisions, "bf16"]
 
 
 def to_json(rows: list[EvalRow], dense_top1: float, data: str) -> dict:

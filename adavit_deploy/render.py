@@ -90,13 +90,16 @@ def print_repository(console: Console, path: Path, models: list[str]) -> None:
 
 def print_evaluation(console: Console, rows: Sequence, dense_top1: float, source: str) -> None:
     """``evaluate``: top-1, GMACs and agreement vs fp32 per budget and precision, then the dense graph."""
-    table = Table("budget", "precision", "top-1", "GMACs", "of dense", "top-1 = fp32", "decisions = fp32", title=escape(source))
+    table = Table(
+        "budget", "precision", "top-1", "GMACs", "of dense", "top-1 = fp32", "decisions = fp32", "max |logit diff|",
+        title=escape(source),
+    )  # fmt: skip
     for r in rows:
         table.add_row(
             escape(r.budget), r.precision, f"{r.top1:.2%}", f"{r.gmacs_mean:.4g}", f"{r.gmacs_fraction:.1%}",
-            f"{r.top1_agreement_vs_fp32:.2%}", f"{r.decision_agreement_vs_fp32:.3%}",
+            f"{r.top1_agreement_vs_fp32:.2%}", f"{r.decision_agreement_vs_fp32:.3%}", f"{r.max_abs_logit_diff_vs_fp32:.2g}",
         )  # fmt: skip
-    table.add_row("dense graph", "fp32", f"{dense_top1:.2%}", "", "100%", "", "")
+    table.add_row("dense graph", "fp32", f"{dense_top1:.2%}", "", "100%", "", "", "")
     _print_table(console, table)
 
 
@@ -170,6 +173,17 @@ def print_bench(console: Console, report) -> None:
             console.print(line, highlight=False)
         for engine, ratio in c.get("speedup_vs_fp32", {}).items():
             console.print(f"batch {c['batch_size']}: {engine} {times(ratio)} its fp32 self", highlight=False)
+        dense = c.get("dense_p50_ms", {})
+        for engine, ratio in c.get("speedup_vs_fastest_dense", {}).items():
+            precision = engine.partition(".")[2] or "fp32"
+            if len(dense.get(precision, {})) > 1 and ratio is not None:  # a baseline beside our own dense
+                fastest = c["fastest_dense"][precision]
+                others = ", ".join(f"{n} {dense[precision][n]:.1f} ms" for n in sorted(dense[precision]) if n != fastest)
+                console.print(
+                    f"batch {c['batch_size']}: {engine} {times(ratio)} the fastest dense {precision} engine "
+                    f"({fastest}, {dense[precision][fastest]:.1f} ms; {others})",
+                    highlight=False,
+                )
     if report.parity:
         console.print(pytorch_parity_sentence(report.parity), highlight=False)
     print_vs_fp32(console, report.precision_parity)
@@ -186,7 +200,7 @@ def print_bench(console: Console, report) -> None:
     console.print(
         f"{s['images']['count']} inputs ({escape(s['images']['source'])}); backend {s['backend']}, {s['threads']} threads, "
         f"tactics {', '.join(f'{p} {t}' for p, t in s.get('tactics', {}).items()) or 'default'}, "
-        f"{escape(env['cpu'])}; {versions}",
+        f"{escape(env['cpu'])} ({', '.join(env.get('cpu_flags', [])) or 'no AVX2'}); {versions}",
         highlight=False,
     )
 

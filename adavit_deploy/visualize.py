@@ -57,9 +57,11 @@ def inspect_bundle(
     threads: int = 0,
     budget: str | float = "native",
     grid: bool = False,
+    backend: str = "ort",
+    precision: str = "fp32",
 ) -> list[Path]:
-    """Run ``bundle`` on ``inputs`` and write one policy figure per image (names: ``figure_paths``),
-    or with ``grid`` exactly ``out``: every image side by side.
+    """Run ``bundle`` on ``inputs`` (on ``backend`` at ``precision``) and write one policy figure per
+    image (names: ``figure_paths``), or with ``grid`` exactly ``out``: every image side by side.
 
     The output path and matplotlib are checked before anything runs.
     """
@@ -71,7 +73,7 @@ def inspect_bundle(
         raise AdaViTDeployError(f"--out {out}: write a .png file")
     check_writable(out, "--out")
     require_plotting()
-    with load_bundle(bundle, threads=threads, budget=budget) as runtime:
+    with load_bundle(bundle, backend, threads=threads, budget=budget, precision=precision) as runtime:
         images, labels = load_inputs(inputs, runtime.cfg)
         result = runtime.infer(images)
     cfg = runtime.cfg

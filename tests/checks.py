@@ -23,3 +23,12 @@ def one_line(exc: pytest.ExceptionInfo, *fragments: str) -> str:
     for fragment in fragments:
         assert fragment in message, message
     return message
+
+
+def assert_matches(result, logits, decisions: dict, atol: float = 1e-4) -> None:
+    """An ``InferResult`` that is the reference's: every decision equal, logits within ``atol``."""
+    import numpy as np
+
+    for key, want in decisions.items():
+        np.testing.assert_array_equal(getattr(result, key), want, err_msg=key)
+    np.testing.assert_allclose(result.logits, logits, atol=atol)

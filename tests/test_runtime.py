@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from checks import assert_matches
 
 from adavit_deploy.cost import dense_gmacs
 from adavit_deploy.errors import BundleError, ConfigError, InputError
@@ -22,9 +23,7 @@ def reference_runtime(reference_case, reference_bundle):
 def test_matches_reference_fixtures(reference_case, reference_runtime, batch):
     """Same decisions exactly, logits within 1e-4, whole batch and one at a time."""
     res = reference_runtime.infer(reference_case.images, batch_size=batch)
-    np.testing.assert_allclose(res.logits, reference_case.logits, atol=1e-4)
-    for key, want in reference_case.decisions.items():
-        np.testing.assert_array_equal(getattr(res, key), want, err_msg=key)
+    assert_matches(res, reference_case.logits, reference_case.decisions)
     assert res.logits.shape == (8, 10)
 
 

@@ -318,7 +318,7 @@ def test_a_load_that_fails_closes_the_backend_it_started(tunable, monkeypatch):
 def test_tune_help_says_what_a_table_covers():
     """Per precision, which batch sizes, every budget, the threads to use: what a user must know to tune once."""
     out = " ".join(CliRunner().invoke(app, ["tune", "--help"], env={"COLUMNS": "200"}).output.split())
-    for fragment in ("One table per --precision", "largest tuned batch size not above it", "serve every budget",
+    for fragment in ("One table per --backend and --precision", "largest tuned batch size not above it", "serve every budget",
                      "--threads inference uses", "0.05: 5%"):  # fmt: skip
         assert fragment in out, fragment
 

@@ -2,7 +2,8 @@
 
 An engine is one way of running the model on a batch: the adaptive runtime
 or the dense graph of the bundle (at a precision: ``adaptive.int8``), or the
-masked PyTorch model (``reference``). ``time_engines`` alternates them in
+masked PyTorch model (``reference``). A dense engine on a CPU backend other
+than the run's names it: ``dense.bf16@ov`` (the baselines). ``time_engines`` alternates them in
 rounds, so a noisy machine slows them all alike.
 """
 
@@ -27,9 +28,14 @@ ROUNDS = 5
 
 
 def split_engine(name: str) -> tuple[str, str]:
-    """``"adaptive.int8"`` -> ``("adaptive", "int8")``; no suffix is fp32."""
-    base, _, precision = name.partition(".")
+    """``"adaptive.int8"`` -> ``("adaptive", "int8")``, ``"dense@ov"`` -> ``("dense", "fp32")``; no suffix is fp32."""
+    base, _, precision = name.partition("@")[0].partition(".")
     return base, precision or "fp32"
+
+
+def engine_backend(name: str, backend: str) -> str:
+    """The backend an engine runs on: the one after ``@``, else the run's ``backend``."""
+    return name.partition("@")[2] or backend
 
 
 def parse_engines(value: str | Sequence[str]) -> tuple[str, ...]:
@@ -38,7 +44,7 @@ def parse_engines(value: str | Sequence[str]) -> tuple[str, ...]:
     ``adaptive`` and ``dense`` take a precision suffix (``.fp16``, ``.int8``).
     """
     names = [n.strip() for n in (value.split(",") if isinstance(value, str) else value) if n.strip()]
-    known = [*ENGINES, *(f"{e}.{p}" for e in ENGINES[:2] for p in PRECISIONS[1:])]
+    known = [*ENGINES, *(f"{e}.{p}" for e in ENGINES[:2] for p in PRECISIONS[1:])]  # no "@": baselines are added
     unknown = sorted(set(names) - set(known))
     if unknown or not names:
         raise ConfigError(

@@ -146,7 +146,28 @@ def comparison(b: int, rows: dict[str, dict[str, Any]], dense_g: float) -> dict[
         "speedup_vs_fp32": {
             name: _ratio(p50[split_engine(name)[0]], t)
             for name, t in p50.items()
-            if split_engine(name)[1] != "fp32" and split_engine(name)[0] in p50
+            if split_engine(name)[1] != "fp32" and split_engine(name)[0] in p50 and "@" not in name
+        },
+        **_against_fastest_dense(p50),
+    }
+
+
+def _against_fastest_dense(p50: dict[str, float]) -> dict[str, Any]:
+    """Per precision, every dense engine's p50 and the fastest; each adaptive engine's speed-up over
+    the fastest dense engine at its precision (the honest baseline)."""
+    dense: dict[str, dict[str, float]] = {}
+    for name, t in p50.items():
+        base, precision = split_engine(name)
+        if base == "dense":
+            dense.setdefault(precision, {})[name] = t
+    fastest = {precision: min(engines, key=engines.get) for precision, engines in dense.items()}
+    return {
+        "dense_p50_ms": dense,
+        "fastest_dense": fastest,
+        "speedup_vs_fastest_dense": {
+            name: _ratio(p50[fastest[split_engine(name)[1]]], t)
+            for name, t in p50.items()
+            if split_engine(name)[0] == "adaptive" and split_engine(name)[1] in fastest
         },
     }
 

@@ -323,18 +323,20 @@ def load_bundle(
     budget: str | float = "native",
     precision: str = "fp32",
     tactic: str | None = None,
+    cache_dir: str | Path | None = None,
 ) -> AdaptiveRuntime:
     """Verify a bundle (sha256 of every file) and load it on ``backend`` at ``budget`` and ``precision``.
 
     Close the runtime when done (``rt.close()``, or ``with load_bundle(...) as rt:``); a backend
     given by name is the runtime's and closes with it, a ``Backend`` instance stays the caller's.
-    ``tactic``: force one tactic on every stage (``AdaptiveRuntime``).
+    ``tactic``: force one tactic on every stage (``AdaptiveRuntime``). ``cache_dir``: where the
+    ``ov`` backend caches its compiled models (by graph sha256, OpenVINO version, CPU and settings).
     """
     manifest = read_manifest(path)
     if not isinstance(backend, str):
         return AdaptiveRuntime(path, manifest, backend, budget, precision, tactic=tactic)
     check_tactic(tactic)  # a typo costs no backend start (TensorRT's is seconds)
-    owned = get_backend(backend, threads)
+    owned = get_backend(backend, threads, cache_dir=cache_dir)
     try:
         return AdaptiveRuntime(path, manifest, owned, budget, precision, owns_backend=True, tactic=tactic)
     except BaseException:  # a bad budget, precision or tactics file: the runtime never took the backend

@@ -111,13 +111,16 @@ class OvBackend(Backend):
     def check_precision(self, precision: str) -> str:
         """Every graph precision, and ``bf16`` where the CPU has bfloat16 instructions (OpenVINO's
         ``OPTIMIZATION_CAPABILITIES``): elsewhere OpenVINO would ignore the hint and silently run f32."""
-        if precision == "bf16" and "BF16" not in self.core.get_property(self.device, "OPTIMIZATION_CAPABILITIES"):
+        if precision == "bf16" and not self.has_bf16():
             flags = sorted(set(BF16_FLAGS) & (cpu_flags() or frozenset())) or ["none"]
             raise BackendError(
                 f"precision bf16: this CPU ({cpu_model()}) has no bfloat16 instructions (of {', '.join(BF16_FLAGS)} "
                 f"it has {', '.join(flags)}): OpenVINO would ignore the bf16 hint and run f32 here; use fp32"
             )
         return precision
+
+    def has_bf16(self) -> bool:
+        return "BF16" in self.core.get_property(self.device, "OPTIMIZATION_CAPABILITIES")
 
     def config(self, artifact: Artifact, precision: str) -> dict[str, str]:
         """The compile properties of one graph at one precision (every one explicit: no plugin default leaks in)."""
@@ -133,12 +136,10 @@ class OvBackend(Backend):
 
     def make_runner(self, bundle: Path, artifact: Artifact, precision: str) -> OvRunner:
         config = self.config(artifact, precision)
-        path = bundle_file(bundle, artifact.file)
         blob = self._blob(artifact, config)
-        if blob is not None and blob.is_file():
-            with open(blob, "rb") as f:
-                compiled = self.core.import_model(io.BytesIO(f.read()), self.device, config)
-        else:
+        compiled = self._import(blob, config) if blob is not None and blob.is_file() else None
+        if compiled is None:
+            path = bundle_file(bundle, artifact.file)
             try:
                 compiled = self.core.compile_model(str(path), self.device, config)
             except RuntimeError as e:  # OpenVINO's errors are multi-line: the first says what
@@ -146,8 +147,15 @@ class OvBackend(Backend):
             if blob is not None:
                 blob.parent.mkdir(parents=True, exist_ok=True)
                 with atomic_file(blob, "the OpenVINO cache") as tmp:
-                    tmp.write_bytes(compiled.export_model())
+                    tmp.write_bytes(compiled.export_model().getvalue())
         return OvRunner(artifact, compiled)
+
+    def _import(self, blob: Path, config: dict[str, str]) -> Any:
+        """A cached compiled model, or ``None`` when OpenVINO cannot read the blob (it is compiled again)."""
+        try:
+            return self.core.import_model(io.BytesIO(blob.read_bytes()), self.device, config)
+        except RuntimeError:
+            return None
 
     def _blob(self, artifact: Artifact, config: dict[str, str]) -> Path | None:
         """The cache file of one compiled graph: a name that changes with anything the blob depends on."""
