@@ -490,6 +490,13 @@ def bench(
     memory: Annotated[
         bool, typer.Option("--memory/--no-memory", help="Measure each engine's peak RSS in a child process.")
     ] = True,
+    baselines: Annotated[
+        bool,
+        typer.Option(
+            "--baselines/--no-baselines",
+            help="Also time the dense engines on every other CPU backend installed (ort, ov): the fastest is the baseline.",
+        ),
+    ] = True,
     qk_scale: QkScale = None,
     tactic: Annotated[
         Optional[str],
@@ -540,6 +547,7 @@ def bench(
                 budget=budget,
                 engines=engines,
                 memory=memory,
+                baselines=baselines,
                 qk_scale=qk_scale,
                 tactic=tactic,
                 progress=progress,

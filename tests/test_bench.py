@@ -23,7 +23,7 @@ from adavit_deploy.errors import ConfigError
 from adavit_deploy.export import export_bundle
 from checks import cli_error as _one_line_error
 
-QUICK = dict(iterations=2, warmup=1, memory=False)
+QUICK = dict(iterations=2, warmup=1, memory=False, baselines=False)  # the other CPU backends: their own test
 
 
 @pytest.fixture
@@ -76,7 +76,7 @@ def test_peak_memory_per_engine_and_image_directory(bundle, tmp_path):
     for name in ("b.png", "a.jpg"):
         Image.fromarray((rng.random((40, 36, 3)) * 255).astype("uint8")).save(folder / name)
     (folder / "notes.txt").write_text("not an image")
-    report = bench(bundle, batch_sizes=[3], images=folder, engines="dense,adaptive", iterations=1, warmup=0)
+    report = bench(bundle, batch_sizes=[3], images=folder, engines="dense,adaptive", iterations=1, warmup=0, baselines=False)
     assert report.settings["images"] == {"source": str(folder), "count": 2}
     assert report.settings["engines"] == ["adaptive", "dense"] and report.parity is None
     peaks = {r["engine"]: r["peak_rss_mib"] for r in report.results}
@@ -104,7 +104,7 @@ def test_reference_found_from_another_directory(make_checkpoint, tmp_path, monke
     bundle = export_bundle("ckpt.pth", tmp_path / "bundle")
     assert read_manifest(bundle).source["checkpoint"] == str(made / "ckpt.pth")
     monkeypatch.chdir(tmp_path)
-    report = bench(bundle, batch_sizes=[1], iterations=1, warmup=0, memory=False)
+    report = bench(bundle, batch_sizes=[1], iterations=1, warmup=0, memory=False, baselines=False)
     assert report.skipped == {} and report.settings["engines"] == ["adaptive", "dense", "reference"]
     assert report.parity["decision_agreement"] == 1.0
 
@@ -130,7 +130,7 @@ def test_cli_checkpoint_writes_json_and_png_and_removes_its_bundle(runner, make_
     scratch.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # where the temporary bundle goes
     out_json, out_png = tmp_path / "r.json", tmp_path / "r.png"
-    args = ["bench", str(make_checkpoint()), "--batch-sizes", "1,2", "--iterations", "2", "--warmup", "0", "--no-memory"]
+    args = ["bench", str(make_checkpoint()), "--batch-sizes", "1,2", "--iterations", "2", "--warmup", "0", "--no-memory", "--no-baselines"]
     result = runner.invoke(app, [*args, "--json", str(out_json), "--plot", str(out_png)])
     assert result.exit_code == 0, result.output
     for fragment in ("adaptive", "dense", "reference", "decisions 100.00% equal", f"wrote {out_json}", "efficiency"):
@@ -193,3 +193,30 @@ def test_parsing_and_batches():
     assert len(batches) == 5  # lcm(5, 2) / 2: then the cycle repeats
     assert [b[:, 0].tolist() for b in batches[:3]] == [[0, 1], [2, 3], [4, 0]]
     assert len(cycled_batches(pool, 8, 3)) == 3 and cycled_batches(pool, 8, 3)[0][:, 0].tolist() == [0, 1, 2, 3, 4, 0, 1, 2]
+
+
+def test_dense_runs_on_every_cpu_backend_and_the_fastest_is_the_baseline(runner, bundle, tmp_path):
+    """The honest baseline: dense on ort and ov (each precision asked for that the backend runs),
+    adaptive headlined against the fastest dense engine at its precision; the JSON carries them all."""
+    pytest.importorskip("openvino", reason="the ov extra (openvino) is not installed")
+    out = tmp_path / "r.json"
+    args = ["bench", str(bundle), "--backend", "ov", "--batch-sizes", "2", "--iterations", "2", "--warmup", "0",
+            "--engines", "adaptive,dense,dense.bf16,adaptive.bf16", "--json", str(out)]  # fmt: skip
+    has_bf16 = "BF16" in __import__("openvino").Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    if not has_bf16:
+        args[args.index("adaptive,dense,dense.bf16,adaptive.bf16")] = "adaptive,dense"
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    engines = {r["engine"]: r for r in report["results"]}
+    want = {"adaptive", "dense", "dense@ort"} | ({"adaptive.bf16", "dense.bf16"} if has_bf16 else set())
+    assert set(engines) == want  # no dense.bf16@ort: ONNX Runtime does not run bf16
+    assert engines["dense@ort"]["backend"] == "ort" and engines["dense"]["backend"] == "ov"
+    assert engines["dense@ort"]["peak_rss_mib"] > 0  # measured on its own backend, in its own child
+    (c,) = report["comparisons"]
+    fp32 = c["dense_p50_ms"]["fp32"]
+    assert set(fp32) == {"dense", "dense@ort"} and c["fastest_dense"]["fp32"] == min(fp32, key=fp32.get)
+    want_ratio = fp32[c["fastest_dense"]["fp32"]] / engines["adaptive"]["latency_ms"]["p50"]
+    assert c["speedup_vs_fastest_dense"]["adaptive"] == pytest.approx(want_ratio)
+    assert f"adaptive {times(want_ratio)} the fastest dense fp32 engine ({c['fastest_dense']['fp32']}" in result.output
+    assert "avx" in " ".join(report["environment"]["cpu_flags"]) and report["environment"]["versions"]["openvino"]

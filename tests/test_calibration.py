@@ -319,7 +319,7 @@ def test_bench_compares_precisions_at_a_budget(calibrated):
     from adavit_deploy.bench import bench
 
     bundle, _ = calibrated
-    report = bench(bundle, batch_sizes="2", iterations=2, warmup=0, engines="adaptive,adaptive.int8,dense.fp16",
+    report = bench(bundle, batch_sizes="2", iterations=2, warmup=0, engines="adaptive,adaptive.int8,dense.fp16", baselines=False,
                    budget="0.5", memory=False)  # fmt: skip
     assert report.settings["budget"] == "0.5" and report.settings["engines"] == ["adaptive", "adaptive.int8", "dense.fp16"]
     (cmp,) = report.comparisons

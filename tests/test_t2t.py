@@ -235,7 +235,7 @@ def test_cli_on_a_t2t_fixture(performer_case, tmp_path):
     res = runner.invoke(app, ["evaluate", str(bundle), "--data", str(tmp_path / "in.npz"), "--json", str(tmp_path / "ev.json")])
     assert res.exit_code == 0, res.output
     assert json.loads((tmp_path / "ev.json").read_text())["rows"][0]["top1"] == 1.0  # labels are the reference's top-1
-    args = ["bench", str(bundle), "--batch-sizes", "1,2", "--iterations", "1", "--warmup", "0"]
+    args = ["bench", str(bundle), "--batch-sizes", "1,2", "--iterations", "1", "--warmup", "0", "--no-baselines"]
     res = runner.invoke(app, [*args, "--no-memory", "--images", str(tmp_path / "in.npz"), "--json", str(tmp_path / "b.json")])
     assert res.exit_code == 0, res.output
     bench = json.loads((tmp_path / "b.json").read_text())

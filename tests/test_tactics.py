@@ -305,7 +305,7 @@ def test_a_load_that_fails_closes_the_backend_it_started(tunable, monkeypatch):
 
     started = []
     real = adaptive.get_backend
-    monkeypatch.setattr(adaptive, "get_backend", lambda *a: started.append(real(*a)) or started[-1])
+    monkeypatch.setattr(adaptive, "get_backend", lambda *a, **kw: started.append(real(*a, **kw)) or started[-1])
     (tunable / FILE).write_text("{not json")
     with pytest.raises(BundleError):
         load_bundle(tunable)
