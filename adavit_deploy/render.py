@@ -176,12 +176,12 @@ def print_bench(console: Console, report) -> None:
         dense = c.get("dense_p50_ms", {})
         for engine, ratio in c.get("speedup_vs_fastest_dense", {}).items():
             precision = engine.partition(".")[2] or "fp32"
-            if len(dense.get(precision, {})) > 1 and ratio is not None:  # a baseline beside our own dense
+            if ratio is not None and (len(dense) > 1 or len(dense.get(precision, {})) > 1):  # baselines ran
                 fastest = c["fastest_dense"][precision]
-                others = ", ".join(f"{n} {dense[precision][n]:.1f} ms" for n in sorted(dense[precision]) if n != fastest)
+                others = "".join(f"; {n} {dense[precision][n]:.1f} ms" for n in sorted(dense[precision]) if n != fastest)
                 console.print(
                     f"batch {c['batch_size']}: {engine} {times(ratio)} the fastest dense {precision} engine "
-                    f"({fastest}, {dense[precision][fastest]:.1f} ms; {others})",
+                    f"({fastest}, {dense[precision][fastest]:.1f} ms{others})",
                     highlight=False,
                 )
     if report.parity:

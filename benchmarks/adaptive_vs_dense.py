@@ -5,15 +5,20 @@ Makes (once) a random-weight checkpoint of ``--arch`` (``deit_t``: Ada-DeiT-T; `
 19 blocks, 7 heads; 1000 classes) whose decisions keep ``--target`` of the dense GMACs,
 exports it (once) to ``benchmarks/.work/`` with INT8 graphs calibrated on 32
 seeded normal images (a different seed from bench's inputs), tunes its
-tactics on this machine for batch sizes 1 and 16, fp32 and int8 (once per
-machine: ``adavit-deploy tune``), then runs
-``adavit-deploy bench`` on that bundle: the measurement itself lives in
-``adavit_deploy/bench/``. Every other option goes to ``bench``
+tactics on this machine for batch sizes 1 and 16 for the backend and every
+precision the engines ask for (once per machine: ``adavit-deploy tune``),
+then runs ``adavit-deploy bench`` on that bundle: the measurement itself
+lives in ``adavit_deploy/bench/``. Every other option goes to ``bench``
 (``adavit-deploy bench --help``); by default the engines are
 ``adaptive,dense`` (issue 3's comparison); ``--engines adaptive,adaptive.int8``
-gives issue 5's.
+gives issue 5's, ``--backend ov --engines adaptive,dense,adaptive.bf16,dense.bf16``
+issue 23's (the dense engines also run on ONNX Runtime: the fastest is the baseline).
 
-    python benchmarks/adaptive_vs_dense.py [--arch deit_t|deit_s|t2t_vit_19] [--target 0.5] [--no-tune] [--batch-sizes 1,16] [--threads 2] [--engines ...]
+The script owns its process, as the CLI does: ONNX Runtime runs on its
+process pool (``use_process_pool``); ``--session-pools`` measures the
+library's default instead (what ``load_bundle`` gives a Python caller).
+
+    python benchmarks/adaptive_vs_dense.py [--arch deit_t|deit_s|t2t_vit_19] [--target 0.5] [--no-tune] [--session-pools] [--batch-sizes 1,16] [--threads 2] [--backend ort|ov] [--engines ...]
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from adavit_deploy.bench.engines import split_engine
 from adavit_deploy.cli import app
 from adavit_deploy.config import preset
 from adavit_deploy.export import export_bundle
@@ -55,17 +61,28 @@ def bundle_path(target: float, threads: int, arch: str = "deit_s") -> Path:
     return bundle
 
 
-def tuned(bundle: Path, threads: int) -> Path:
-    """``bundle`` with tactics tuned here at batch sizes 1 and 16, fp32 and int8 (skipped if already tuned here)."""
-    for precision in ("fp32", "int8"):
+def tuned(bundle: Path, threads: int, backend: str, precisions: list[str]) -> Path:
+    """``bundle`` with tactics tuned here at batch sizes 1 and 16 on ``backend`` at each of ``precisions``
+    (skipped where already tuned here)."""
+    for precision in precisions:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # a table from another machine: re-tuned just below
-            with load_bundle(bundle, threads=threads, precision=precision) as rt:
+            with load_bundle(bundle, backend, threads=threads, precision=precision) as rt:
                 done = rt.tactics is not None
         if not done:
-            print(f"tuning the {precision} tactics for this machine (once) ...", flush=True)
-            tune(bundle, (1, 16), precision=precision, threads=threads)
+            print(f"tuning the {backend} {precision} tactics for this machine (once) ...", flush=True)
+            tune(bundle, (1, 16), precision=precision, backend=backend, threads=threads)
     return bundle
+
+
+def _option(rest: list[str], name: str, default: str) -> str:
+    """The value of ``--name`` among the arguments passed on to bench (``--name V`` or ``--name=V``)."""
+    for i, arg in enumerate(rest):
+        if arg == name and i + 1 < len(rest):
+            return rest[i + 1]
+        if arg.startswith(name + "="):
+            return arg.split("=", 1)[1]
+    return default
 
 
 def main() -> None:
@@ -74,13 +91,17 @@ def main() -> None:
     ap.add_argument("--target", type=float, default=0.5, help="mean GMACs as a fraction of dense")
     ap.add_argument("--threads", type=int, default=0, help="intra-op threads (0: one per core), for export and bench")
     ap.add_argument("--no-tune", dest="tune", action="store_false", help="run the default tactics (no tactics.json made)")
+    ap.add_argument("--session-pools", action="store_true", help="the library's default ONNX Runtime pools, not the process pool")
     args, rest = ap.parse_known_args()
     if not any(a.startswith("--engines") for a in rest):
         rest += ["--engines", "adaptive,dense"]
-    use_process_pool(args.threads)  # this script owns its process, as the CLI does (docs/bench.md)
+    if not args.session_pools:
+        use_process_pool(args.threads)  # this script owns its process, as the CLI does (docs/bench.md)
     bundle = bundle_path(args.target, args.threads, args.arch)
     if args.tune:
-        tuned(bundle, args.threads)
+        engines = _option(rest, "--engines", "adaptive").split(",")
+        precisions = sorted({split_engine(e)[1] for e in engines if split_engine(e)[0] == "adaptive"})
+        tuned(bundle, args.threads, _option(rest, "--backend", "ort"), precisions)
     app(["bench", str(bundle), "--threads", str(args.threads), *rest], prog_name="adaptive_vs_dense.py")
 
 

@@ -99,6 +99,25 @@ def test_served_equals_in_process(server, protocol, images, expected):
         client.close()
 
 
+def test_served_on_openvino_equals_in_process(bundle, images, make_ports, tmp_path):
+    """``--backend ov``: the Triton model runs the bundle on OpenVINO, exactly as in-process (fp32)."""
+    pytest.importorskip("openvino", reason="the ov extra (openvino) is not installed")
+    options = RepositoryOptions(max_batch=MAX_BATCH, threads=1, backend="ov")
+    repo = write_repository(bundle, tmp_path / "models", options)
+    with load_bundle(bundle, "ov", threads=1) as rt:
+        want = rt.infer(images)
+    server = _start(repo, make_ports(), tmp_path / "triton.log")
+    client = Client(server.http_url, "http")
+    try:
+        got = client.infer("adavit", images)
+        for key in DECISIONS:
+            np.testing.assert_array_equal(got[key], getattr(want, key))
+        np.testing.assert_allclose(got["logits"], want.logits, rtol=0, atol=1e-6)
+    finally:
+        client.close()
+        assert server.stop() == 0
+
+
 def test_dynamic_batcher_forms_batches(server):
     report = run_load(server.grpc_url, "grpc", [MAX_BATCH], duration=2.0, metrics_url=server.metrics_url, rounds=1,
                       warmup_s=0.2)  # fmt: skip
