@@ -30,3 +30,7 @@ class BackendError(AdaViTDeployError):
 
 class MissingExtraError(AdaViTDeployError):
     """A feature whose optional dependencies (a pip extra) are not installed."""
+
+
+class CalibrationError(AdaViTDeployError):
+    """A calibration step (budgets, the INT8 rewrite) that cannot be done on this model or data."""

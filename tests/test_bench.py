@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from adavit_deploy.bench import BenchReport, bench, cycled_batches, parse_batch_sizes, parse_engines, times
+from adavit_deploy.bench import BenchReport, bench, cycled_batches, parse_batch_sizes, parse_engines, time_engines, times
 from adavit_deploy.bench.report import comparison, result_row
 from adavit_deploy.bundle import read_manifest
 from adavit_deploy.cli import app
@@ -220,3 +220,18 @@ def test_dense_runs_on_every_cpu_backend_and_the_fastest_is_the_baseline(runner,
     assert c["speedup_vs_fastest_dense"]["adaptive"] == pytest.approx(want_ratio)
     assert f"adaptive {times(want_ratio)} the fastest dense fp32 engine ({c['fastest_dense']['fp32']}" in result.output
     assert "avx" in " ".join(report["environment"]["cpu_flags"]) and report["environment"]["versions"]["openvino"]
+
+
+def test_every_timed_batch_is_warmed_first():
+    """Timed in the steady state: each engine runs every batch it is timed on once, untimed, first
+    (OpenVINO compiles kernels per new shape); --warmup adds calls beyond that, never fewer."""
+    from adavit_deploy.bench.engines import Engine, warmup_calls
+
+    assert warmup_calls(0, 20, 32) == 20 and warmup_calls(2, 20, 2) == 2 and warmup_calls(30, 5, 32) == 30
+    seen: list[int] = []
+    batches = [np.full((1, 1), k, np.float32) for k in range(5)]
+    engine = Engine("dense", lambda x: seen.append(int(x[0, 0])))
+    ticks: list[str] = []
+    time_engines([engine], batches, iterations=5, warmup=0, tick=ticks.append)
+    assert seen[:5] == [0, 1, 2, 3, 4] and sorted(seen[5:]) == [0, 1, 2, 3, 4]  # warm-up pass, then the timed calls
+    assert ticks.count("dense: warm-up") == 5 and ticks.count("dense: timing") == 5

@@ -4,10 +4,9 @@ One file per concern: ``run.py`` (``bench`` itself), ``engines.py`` (the
 engines and the interleaved timing loop), ``memory.py`` (peak RSS in child
 processes), ``report.py`` (``BenchReport`` and its arithmetic),
 ``environment.py`` (where it ran), ``inputs.py`` (batch sizes, the input
-pool). The figure is ``adavit_deploy.plots.plot_report``.
+pool). The figure is ``adavit_deploy.plots.plot_report`` (plots read reports; bench imports no plot).
 """
 
-from ..plots import plot_report, require_plotting
 from .engines import ENGINES, Engine, parse_engines, split_engine, time_engines
 from .environment import environment
 from .inputs import DEFAULT_BATCH_SIZES, cycled_batches, load_pool, parse_batch_sizes
@@ -27,8 +26,6 @@ __all__ = [
     "parse_batch_sizes",
     "parse_engines",
     "peak_rss_mib",
-    "plot_report",
-    "require_plotting",
     "resolve_target",
     "split_engine",
     "time_engines",

@@ -3,7 +3,8 @@
 An engine is one way of running the model on a batch: the adaptive runtime
 or the dense graph of the bundle (at a precision: ``adaptive.int8``), or the
 masked PyTorch model (``reference``). A dense engine on a CPU backend other
-than the run's names it: ``dense.bf16@ov`` (the baselines). ``time_engines`` alternates them in
+than the run's names it: ``dense.bf16@ov`` (the baselines). ``time_engines``
+warms each engine on every batch it will time, then alternates them in
 rounds, so a noisy machine slows them all alike.
 """
 
@@ -118,6 +119,13 @@ def torch_threads(threads: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def warmup_calls(warmup: int, iterations: int, distinct: int) -> int:
+    """Untimed calls per engine: ``warmup``, and at least one on each of the ``distinct`` batches the
+    timed calls run, so an engine is timed in its steady state: OpenVINO compiles kernels for each
+    new input shape, and a server has seen its shapes (a first pass over new shapes is ~1.5x slower)."""
+    return max(warmup, min(iterations, distinct))
+
+
 def time_engines(
     engines: Sequence[Engine],
     batches: Sequence[np.ndarray],
@@ -127,12 +135,12 @@ def time_engines(
 ) -> dict[str, dict[str, Any]]:
     """Per engine: seconds of every timed call, and what ``account`` says of its outputs.
 
-    Call ``i`` of every engine runs ``batches[i % len(batches)]``. The
-    ``iterations`` timed calls are split into rounds; in each round every
+    Call ``i`` of every engine runs ``batches[i % len(batches)]``, the warm-up calls
+    (``warmup_calls``) first. The ``iterations`` timed calls are split into rounds; in each round every
     engine makes its share, the engine order rotating from round to round.
     """
     inputs = {e.name: [e.prepare(b) for b in batches] for e in engines}
-    for i in range(warmup):
+    for i in range(warmup_calls(warmup, iterations, len(batches))):
         for e in engines:
             e.run(inputs[e.name][i % len(batches)])
             tick(f"{e.name}: warm-up")

@@ -53,6 +53,7 @@ from .engines import (
     split_engine,
     time_engines,
     torch_threads,
+    warmup_calls,
 )
 from .environment import environment
 from .inputs import DEFAULT_BATCH_SIZES, DEFAULT_SAMPLES, cycled_batches, load_pool, parse_batch_sizes
@@ -205,7 +206,9 @@ def bench(
         }
 
         dense = dense_gmacs(cfg)
-        total = len(sizes) * len(names) * (warmup + iterations + (1 if memory else 0))
+        batches_of = {b: cycled_batches(pool, b, warmup + iterations) for b in sizes}
+        per_engine = {b: warmup_calls(warmup, iterations, len(batches_of[b])) + iterations + (1 if memory else 0) for b in sizes}
+        total = len(names) * sum(per_engine.values())
         done = 0
         results, comparisons, routing_rows = [], [], []
         for b in sizes:
@@ -215,7 +218,7 @@ def bench(
                 done += 1
                 say(f"batch {b}: {what}", done, total)
 
-            batches = cycled_batches(pool, b, warmup + iterations)
+            batches = batches_of[b]
             timed = time_engines(engine_list, batches, iterations, warmup, tick)
             rows = {}
             for name in names:

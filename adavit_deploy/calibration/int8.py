@@ -62,10 +62,14 @@ from onnx import helper, numpy_helper
 from onnxruntime.transformers.onnx_model import OnnxModel
 
 from ..bundle import Artifact, Manifest
+from ..errors import CalibrationError
 from ..graphs import graphs
 from ..runtime.adaptive import AdaptiveRuntime
 from ..runtime.tactics import TACTICS
 from ..runtime.backends.base import Backend, Runner
+
+#: What to do when a graph is outside what the INT8 rewrite supports (a one-line CalibrationError).
+NO_INT8 = "export the bundle without int8 (the INT8 rewrite cannot take this graph)"
 
 ACT_QMAX = 127
 WEIGHT_QMAX = 63  # see the module doc: exact on AVX2-only CPUs
@@ -142,7 +146,7 @@ def _patch_matmul(model: onnx.ModelProto, conv: onnx.NodeProto, amax: float, p: 
     shapes.update({v.name: v.type.tensor_type.shape for v in model.graph.input})
     dims = [d.dim_value for d in shapes[conv.input[0]].dim][2:] if conv.input[0] in shapes else []
     if len(dims) != 2 or not all(dims) or dims[0] % kh or dims[1] % kw:
-        raise ValueError(f"{conv.name}: needs a static input size divisible by the kernel, got {dims}")
+        raise CalibrationError(f"{conv.name}: needs a static input size divisible by the kernel, got {dims}: {NO_INT8}")
     ho, wo = dims[0] // kh, dims[1] // kw
     wm = w.reshape(o, -1).T  # (C*kh*kw, O): row c*kh*kw + i*kw + j, the patch's order below
     sw = (np.maximum(np.abs(wm).max(0), 1e-12) / WEIGHT_QMAX).astype(np.float32)
@@ -197,13 +201,13 @@ def _probe(model: onnx.ModelProto, matmuls: list[_WeightMatMul], feed: dict[str,
         if t.name in roots:
             w = numpy_helper.to_array(t)
             if w.size >= 2**24:
-                raise ValueError(f"{t.name}: {w.size} elements is too many for an exact float32 arange probe")
+                raise CalibrationError(f"{t.name}: {w.size} elements is too many for an exact float32 arange probe: {NO_INT8}")
             t.CopyFrom(numpy_helper.from_array(np.arange(w.size, dtype=np.float32).reshape(w.shape), t.name))
     f = {**feed, **{mm.heads: heads for mm in matmuls if mm.heads}}
     outs = _session(m).run([mm.b for mm in matmuls], f)
     for mm, out in zip(matmuls, outs):
         if out.ndim != 2:
-            raise ValueError(f"{mm.node.name}: expected a 2-D weight, got {out.shape}")
+            raise CalibrationError(f"{mm.node.name}: expected a 2-D weight, got {out.shape}: {NO_INT8}")
     return [np.rint(out).astype(np.int64) for out in outs]
 
 
@@ -221,7 +225,7 @@ def _layout(model: onnx.ModelProto, mm: _WeightMatMul, idx: np.ndarray, one: np.
     """One weight MatMul's layout from its probes: ``idx`` with every head kept, ``one`` with the last alone."""
     w = numpy_helper.to_array(next(t for t in model.graph.initializer if t.name == mm.init)).astype(np.float32)
     if not np.array_equal(np.sort(idx.ravel()), np.arange(w.size)):
-        raise ValueError(f"{mm.node.name}: B is not a permutation of its weight")
+        raise CalibrationError(f"{mm.node.name}: B is not a permutation of its weight: {NO_INT8}")
     b = w.ravel()[idx]
     scale = (np.maximum(np.abs(b).max(0), 1e-12) / WEIGHT_QMAX).astype(np.float32)  # per column of B
     bq = np.clip(np.rint(b / scale), -WEIGHT_QMAX, WEIGHT_QMAX).astype(np.int8)
@@ -232,7 +236,7 @@ def _layout(model: onnx.ModelProto, mm: _WeightMatMul, idx: np.ndarray, one: np.
         return "rows", bq.reshape(n_heads, kin // n_heads, n), scale
     if one.shape == (kin, n // n_heads) and np.array_equal(one, idx[:, -n // n_heads :]):
         return "cols", np.ascontiguousarray(bq.reshape(kin, n_heads, n // n_heads)), scale.reshape(n_heads, n // n_heads)
-    raise ValueError(f"{mm.node.name}: cannot map the kept heads {one.shape} onto B {b.shape}")
+    raise CalibrationError(f"{mm.node.name}: cannot map the kept heads {one.shape} onto B {b.shape}: {NO_INT8}")
 
 
 @dataclass
@@ -268,7 +272,7 @@ class GraphCalibrator:
     def quantize(self, out: Path) -> None:
         """Write the Q/DQ graph to ``out``."""
         if not self.observed:
-            raise ValueError(f"{self.path.name}: no weight MatMul or patch Conv, or never run on the calibration set")
+            raise CalibrationError(f"{self.path.name}: no weight MatMul or patch Conv, or never run on the calibration set: {NO_INT8}")
         model, g = self.model, self.model.graph
         layouts = _layouts(model, self.matmuls, self.probe_feed, self.n_heads)  # before rewriting
         zero = "qdq_zero_i8"
@@ -342,7 +346,7 @@ class GraphCalibrator:
                 feed[heads] = sub
             for (name, _, step), rb, qb in zip(checks, ref.run([c[0] for c in checks], feed), got.run([c[1] for c in checks], feed)):
                 if rb.shape != qb.shape or np.abs(rb - qb).max() > step * 0.5001:
-                    raise ValueError(f"{self.path.name}: the int8 rewrite of {name} does not reproduce its weights")
+                    raise CalibrationError(f"{self.path.name}: the int8 rewrite of {name} does not reproduce its weights: {NO_INT8}")
 
 
     def _check_convs(self, model: onnx.ModelProto) -> None:
@@ -354,7 +358,7 @@ class GraphCalibrator:
         got = _session(_with_outputs(model, names)).run(names, self.probe_feed)
         for name, rb, qb in zip(names, ref, got):
             if rb.shape != qb.shape or np.sqrt(np.mean((rb - qb) ** 2)) > 0.05 * np.sqrt(np.mean(rb**2)):
-                raise ValueError(f"{self.path.name}: the int8 rewrite of the Conv giving {name} does not reproduce it")
+                raise CalibrationError(f"{self.path.name}: the int8 rewrite of the Conv giving {name} does not reproduce it: {NO_INT8}")
 
 
 class _Observed(Runner):
