@@ -206,7 +206,7 @@ def print_bench(console: Console, report) -> None:
 
 
 def print_server_bench(console: Console, url: str, protocol: str, report) -> None:
-    """``bench --url``: throughput, latency and server-side batch per model and concurrency, then errors."""
+    """``bench-server``: throughput, latency and server-side batch per model and concurrency, then errors."""
     table = Table(title=escape(f"{url} ({protocol}), one image per request"), box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("model", no_wrap=True)
     for column in ("clients", "img/s", "p50 ms", "p90 ms", "p99 ms", "server batch", "errors"):

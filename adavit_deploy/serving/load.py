@@ -46,7 +46,7 @@ Progress = Callable[[str, int, int], None]
 
 @dataclass
 class ServeBenchReport:
-    """What one ``bench --url`` run measured; JSON-serialisable (``docs/SERVING.md``)."""
+    """What one ``bench-server`` run measured; JSON-serialisable (``docs/SERVING.md``)."""
 
     results: list[dict[str, Any]]
     comparisons: list[dict[str, Any]]
@@ -231,17 +231,18 @@ def load_images(images: str | Path | np.ndarray | None, shape: tuple[int, ...], 
 
 def run_load(url: str, protocol: str = "http", concurrency: str | Sequence[int] = (1, 8, 32), duration: float = 10.0,
              images: str | Path | np.ndarray | None = None, model: str = "adavit", metrics_url: str | None = None,
-             rounds: int = 3, warmup_s: float = 1.0, progress: Progress | None = None) -> ServeBenchReport:  # fmt: skip
+             rounds: int = 3, warmup_s: float = 1.0, progress: Progress | None = None,
+             metrics_port: int = 8002) -> ServeBenchReport:  # fmt: skip
     """Time ``model`` (and ``<model>_dense`` where served) at each concurrency for ``duration`` seconds each.
 
-    ``metrics_url``: the server's Prometheus endpoint (default: port 8002 of
-    ``url``'s host). A failed request counts as an error, never stops the run.
+    ``metrics_url``: the server's Prometheus endpoint (default: ``metrics_port``
+    of ``url``'s host). A failed request counts as an error, never stops the run.
     """
     levels = parse_concurrency(concurrency)
     if duration <= 0 or rounds < 1:
         raise ConfigError(f"--duration must be > 0 (got {duration}) and rounds >= 1 (got {rounds})")
     host = url.rsplit(":", 1)[0]
-    metrics_url = metrics_url or f"http://{host}:8002/metrics"
+    metrics_url = metrics_url or f"http://{host}:{metrics_port}/metrics"
     probe = Client(url, protocol)
     try:
         if not probe.model_ready(model):

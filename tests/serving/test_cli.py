@@ -42,7 +42,19 @@ def test_serve_without_bundle_needs_the_demo_export(runner, tmp_path, monkeypatc
     assert "the default bundle export/bundles/ada_digits does not exist: create it with `adavit-deploy export`" in result.output
 
 
-def test_bench_url_rejects_bad_concurrency(runner):
-    result = runner.invoke(app, ["bench", "--url", "127.0.0.1:1", "--concurrency", "0,2"])
+def test_bench_server_rejects_bad_concurrency(runner):
+    result = runner.invoke(app, ["bench-server", "127.0.0.1:1", "--concurrency", "0,2"])
     assert result.exit_code == 1
     assert result.output == "error: --concurrency '0,2': every level must be >= 1\n"
+
+
+def test_bench_url_still_works_and_names_its_new_command(runner):
+    """``bench --url`` (before ``bench-server``): the same run, a note first, its options hidden from ``bench --help``."""
+    result = runner.invoke(app, ["bench", "--url", "127.0.0.1:1", "--concurrency", "0,2"])
+    assert result.exit_code == 1
+    assert result.output == (
+        "note: `bench --url HOST:PORT` is now `adavit-deploy bench-server HOST:PORT`\n"
+        "error: --concurrency '0,2': every level must be >= 1\n"
+    )
+    help_text = runner.invoke(app, ["bench", "--help"]).output
+    assert "--url" not in help_text and "--concurrency" not in help_text and "bench-server" in help_text

@@ -1,0 +1,66 @@
+"""Options shared by several commands, declared once (``Annotated`` aliases), and the checkpoint overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+# -- options shared by the commands that read a checkpoint ---------------------
+NumHeads = Annotated[Optional[int], typer.Option(help="Heads per block, for checkpoints that do not say (dense DeiT).")]
+TokenWithMlp = Annotated[
+    Optional[bool],
+    typer.Option(
+        "--token-with-mlp/--no-token-with-mlp",
+        help="Whether token decisions also mask the FFN (ada_token_with_mlp); read from the checkpoint's args when absent.",
+        show_default=False,
+    ),
+]
+HeadThreshold = Annotated[Optional[float], typer.Option(help="Head decision threshold (default 0.5).")]
+LayerThreshold = Annotated[Optional[float], typer.Option(help="Sub-layer decision threshold (default 0.5).")]
+TokenThreshold = Annotated[Optional[float], typer.Option(help="Token decision threshold (default 0.6).")]
+QkScale = Annotated[
+    Optional[float],
+    typer.Option(
+        help="Attention scale of the blocks [default: head_dim^-0.5; embed_dim^-0.5 for a T2T-ViT checkpoint "
+        "whose args say pretrained]."
+    ),
+]
+# -- options shared by the commands that run a bundle ---------------------------
+Budget = Annotated[
+    str, typer.Option(help="Which of the bundle's budgets to run: native (the checkpoint's thresholds) or e.g. 0.5.")
+]
+Precision = Annotated[
+    str,
+    typer.Option(
+        help="fp32; bf16 (the fp32 graphs in bfloat16: --backend ov, on a CPU with bf16); fp16 / int8 if the bundle "
+        "was exported with them."
+    ),
+]
+BackendName = Annotated[
+    str,
+    typer.Option(
+        help="ort (ONNX Runtime CPU), ov (OpenVINO CPU: the ov extra), ort-cuda, or trt (engines from `build-trt`)."
+    ),
+]
+Threads = Annotated[int, typer.Option(help="Intra-op threads (0: one per core).")]
+DemoBundle = Annotated[
+    Optional[Path], typer.Argument(help="Bundle directory [default: export/bundles/ada_digits, the demo model's].")
+]
+
+
+def _overrides(
+    num_heads: int | None,
+    token_with_mlp: bool | None,
+    head: float | None,
+    layer: float | None,
+    token: float | None,
+    qk_scale: float | None,
+) -> dict:
+    """The checkpoint-override options, as ``infer_config`` takes them (``None``: not given)."""
+    return dict(
+        num_heads=num_heads, token_with_mlp=token_with_mlp, head_threshold=head, layer_threshold=layer,
+        token_threshold=token, qk_scale=qk_scale,
+    )  # fmt: skip
+
