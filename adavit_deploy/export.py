@@ -5,11 +5,10 @@ The graph split (``model/pruned.py``): ``stem``, per block ``policy_L``
 head axes), ``head``, and ``dense`` (the baseline). ``constants.npz`` holds
 what a block adds when every head is dropped.
 
-With a calibration set, export also finds the thresholds of each budget
-(``calibration/budgets.py``) and records what they were calibrated on in the
-manifest (``calibration``); ``fp16`` and
-``int8`` add a variant of every graph (``<graph>.fp16`` / ``<graph>.int8``),
-each checked against the fp32 graphs on the calibration images.
+Export writes the fp32 bundle and nothing else; parity against the PyTorch
+model, the budgets' thresholds and the FP16 / INT8 variants are measured on
+the finished (still staged) bundle by ``calibrate.py``, which opens it
+through ``load_bundle`` like any other: the data flows one way.
 
 We trace with the TorchScript exporter (``dynamo=False``): these are small
 static modules, it exports each in ~0.1 s where the dynamo exporter takes
@@ -20,7 +19,6 @@ from __future__ import annotations
 
 import platform
 import warnings
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -30,8 +28,9 @@ import torch
 
 from . import __version__
 from .atomic import staged_directory
-from .bundle import DEFAULT_OUT, NATIVE, Artifact, Manifest, TensorSpec, check_max_batch, is_bundle, sha256, variant_key
-from .calibration import CalibrationSet, calibrate_budgets, load_calibration, parse_budgets
+from .bundle import DEFAULT_OUT, MANIFEST, NATIVE, Artifact, Manifest, check_max_batch, is_bundle, sha256
+from .calibrate import calibrate_bundle, check_needs, graph_artifact
+from .calibration import load_calibration, parse_budgets
 from .config import AdaViTConfig
 from .errors import ConfigError
 from .graphs import BATCH, TOKENS, Graph, Port, graphs
@@ -47,9 +46,6 @@ from .model.pruned import (
     Stem,
     block_constants,
 )
-from .parity import compare, parity_report
-from .runtime.adaptive import AdaptiveRuntime
-from .runtime.backends import get_backend
 
 MIN_OPSET = 17
 
@@ -88,17 +84,6 @@ def _graphs(model: AdaViT) -> list[tuple[Graph, torch.nn.Module]]:
     return [(g, modules[g.kind](g)) for g in graphs(model.cfg).values()]
 
 
-def _specs(values: Any) -> list[TensorSpec]:
-    return [
-        TensorSpec(
-            v.name,
-            str(onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type)),
-            [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim],
-        )
-        for v in values
-    ]
-
-
 def _as_args(inputs: dict[str, torch.Tensor]) -> tuple:
     """First input positional, the rest by keyword (optional inputs differ per block)."""
     first, *rest = inputs
@@ -121,45 +106,7 @@ def export_onnx(module: torch.nn.Module, graph: Graph, cfg: AdaViTConfig, path: 
             do_constant_folding=True,
             dynamo=False,
         )
-    proto = onnx.load(str(path), load_external_data=False).graph
-    return Artifact(path.name, sha256(path), _specs(proto.input), _specs(proto.output))
-
-
-def add_variants(
-    runtime: AdaptiveRuntime, precision: str, calib: CalibrationSet | None, step: Progress
-) -> list[str]:
-    """Write the ``precision`` variant of every graph into ``stage`` and register it in ``manifest``.
-
-    A graph that stays float at this precision (``graphs.VARIANTS``: the
-    policy graphs always, the classifier at int8; a graph the calibration set
-    never ran, which has no activation ranges) gets its fp32 file as its
-    variant, so every graph has one (what ``build-trt`` needs).
-    Those are listed in ``manifest.parity["vs_fp32"][precision]["kept_float"]``.
-    """
-    from .calibration import fp16, int8
-
-    stage, manifest = runtime.bundle, runtime.manifest
-    calibrators = {}
-    if precision == "int8":
-        step(f"int8: calibrating activation ranges on {len(calib.images)} images")
-        calibrators = int8.calibrate(runtime, calib.images)
-    kept_float = []
-    for name, graph in graphs(manifest.model).items():
-        src = manifest.artifacts[name]
-        dst = stage / f"{name}.{precision}.onnx"
-        unobserved = precision == "int8" and not (name in calibrators and calibrators[name].observed)
-        if not graph.converts_to(precision) or unobserved:
-            manifest.artifacts[variant_key(name, precision)] = src
-            kept_float.append(name)
-            continue
-        step(f"{precision}: {name}")
-        if precision == "fp16":
-            fp16.convert_fp16(stage / src.file, dst)
-        else:
-            calibrators[name].quantize(dst)
-        proto = onnx.load(str(dst), load_external_data=False).graph
-        manifest.artifacts[variant_key(name, precision)] = Artifact(dst.name, sha256(dst), _specs(proto.input), _specs(proto.output))
-    return kept_float
+    return graph_artifact(path)
 
 
 def export_bundle(
@@ -177,6 +124,7 @@ def export_bundle(
     calib_count: int = 256,
     fp16: bool = False,
     int8: bool = False,
+    bf16: bool = False,
     **overrides: Any,
 ) -> Path:
     """Export ``checkpoint`` to a verified bundle directory and return its path.
@@ -187,6 +135,9 @@ def export_bundle(
     (it is sized once per process, so pass what the process will run with).
     ``budgets`` other than ``native`` and ``int8`` need ``calibration``: a
     folder of images, an ``.npz``/``.npy`` or ``"demo"`` (``calibration/data.py``).
+    The fp32 bundle is written first; parity, budgets and the ``fp16`` / ``int8``
+    graphs (and ``bf16``'s agreement, on OpenVINO) are then measured on it by
+    ``calibrate.calibrate_bundle``, before the bundle is renamed into place.
     """
     if not MIN_OPSET <= opset <= max_opset():
         raise ConfigError(
@@ -195,20 +146,18 @@ def export_bundle(
         )
     check_max_batch(max_batch)
     names = parse_budgets(budgets)
-    needs = [f"--budgets {n}" for n in names if n != NATIVE] + (["--int8"] if int8 else [])
-    if needs and calibration is None:
-        raise ConfigError(f"{' and '.join(needs[:2])} need a calibration set: pass --calib (a folder of images, an .npz, or demo)")
+    check_needs(names, int8, calibration)
     step = progress or (lambda _: None)
     checkpoint = Path(checkpoint)
     step("loading checkpoint")
     model, ckpt = load_model(checkpoint, **overrides)
     cfg = model.cfg
     calib = None
-    if calibration is not None:
+    if calibration is not None:  # read before the export: a bad path costs nothing
         step("reading the calibration set")
         calib = load_calibration(calibration, cfg, calib_count)
     out = Path(out) if out else DEFAULT_OUT / checkpoint.name.split(".")[0]
-    with staged_directory(out, overwrite, ours=is_bundle, what="a bundle") as stage, ExitStack() as opened:  # sessions close first
+    with staged_directory(out, overwrite, ours=is_bundle, what="a bundle") as stage:
         artifacts = {}
         for graph, module in _graphs(model):
             step(f"tracing {graph.name}")
@@ -233,23 +182,10 @@ def export_bundle(
             # absolute: bench's reference engine finds it from any working directory
             source={"checkpoint": str(checkpoint.resolve()), "sha256": sha256(checkpoint), "kind": ckpt.kind},
         )
-        step("checking parity")
-        if parity_images is None:
-            rng = np.random.default_rng(0)
-            parity_images = rng.standard_normal((8, cfg.in_chans, cfg.img_size, cfg.img_size), dtype=np.float32)
-        runtime = opened.enter_context(AdaptiveRuntime(stage, manifest, get_backend("ort", threads), owns_backend=True))
-        manifest.parity = parity_report(model, runtime, parity_images)
-        if calib is not None:
-            step(f"calibrating budgets {', '.join(names)} on {len(calib.images)} images")
-            manifest.budgets, stats = calibrate_budgets(runtime, calib.images, names, progress=step)
-            manifest.calibration = {**calib.record, "budgets": stats}
-        check = calib.images if calib is not None else parity_images
-        fp32 = runtime.infer(check, batch_size=32) if fp16 or int8 else None
-        for precision, wanted in (("fp16", fp16), ("int8", int8)):
-            if wanted:
-                kept_float = add_variants(runtime, precision, calib, step)
-                variant = opened.enter_context(AdaptiveRuntime(stage, manifest, runtime.backend, precision=precision))
-                got = variant.infer(check, batch_size=32)
-                manifest.parity.setdefault("vs_fp32", {})[precision] = {**compare(fp32, got), "kept_float": kept_float}
-        (stage / "manifest.json").write_text(manifest.to_json())
+        (stage / MANIFEST).write_text(manifest.to_json())  # the fp32 bundle, complete
+        # then measured as any finished bundle is: parity against the model, budgets, variants
+        calibrate_bundle(
+            stage, budgets=names, calibration=calib, fp16=fp16, int8=int8, bf16=bf16, threads=threads, progress=step,
+            model=model, parity_images=parity_images, staged=False,
+        )  # fmt: skip
     return out

@@ -1,4 +1,4 @@
-"""Commands that read a checkpoint: ``info``, ``export``."""
+"""Commands that make or measure a bundle: ``info`` (a checkpoint), ``export``, ``calibrate``."""
 
 from __future__ import annotations
 
@@ -7,10 +7,26 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 
 from .. import render
 from .app import LiteralHelpCommand, _errors, app, console
-from .options import NumHeads, TokenWithMlp, HeadThreshold, LayerThreshold, TokenThreshold, QkScale, _overrides
+from .options import (
+    Bf16,
+    Budgets,
+    Calib,
+    CalibCount,
+    Fp16,
+    HeadThreshold,
+    Int8,
+    LayerThreshold,
+    NumHeads,
+    QkScale,
+    Threads,
+    TokenThreshold,
+    TokenWithMlp,
+    _overrides,
+)
 
 
 @app.command(cls=LiteralHelpCommand)
@@ -56,23 +72,12 @@ def export(
     opset: Annotated[int, typer.Option(help="ONNX opset (>= 17: LayerNormalization as one op).")] = 17,
     max_batch: Annotated[int, typer.Option(help="Largest batch the bundle promises (TensorRT profiles use it).")] = 32,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing bundle directory.")] = False,
-    budgets: Annotated[
-        str,
-        typer.Option(
-            help="Comma-separated budgets: native (the checkpoint's thresholds) and fractions of dense GMACs, "
-            "e.g. native,0.7,0.5. Fractions are calibrated on --calib."
-        ),
-    ] = "native",
-    calib: Annotated[
-        Optional[str],
-        typer.Option(
-            help="Calibration set for budgets and --int8: a folder of images, an .npz/.npy of normalised NCHW "
-            "images, or 'demo' (the demo model's training digits) [default: demo for the demo model]."
-        ),
-    ] = None,
-    calib_count: Annotated[int, typer.Option(help="Calibration images to use (a seeded subset of --calib).")] = 256,
-    fp16: Annotated[bool, typer.Option("--fp16", help="Add FP16 graphs (I/O, LayerNorm, Softmax, policy in fp32).")] = False,
-    int8: Annotated[bool, typer.Option("--int8", help="Add INT8 Q/DQ graphs calibrated on --calib.")] = False,
+    budgets: Budgets = "native",
+    calib: Calib = None,
+    calib_count: CalibCount = 256,
+    fp16: Fp16 = False,
+    int8: Int8 = False,
+    bf16: Bf16 = False,
     num_heads: NumHeads = None,
     token_with_mlp: TokenWithMlp = None,
     head_threshold: HeadThreshold = None,
@@ -84,7 +89,9 @@ def export(
 
     The bundle is written atomically with a manifest (config, budgets, sha256
     of every file, I/O signatures) and a parity report against the PyTorch
-    model (and, for --fp16 / --int8, against the fp32 graphs).
+    model (and, for --fp16 / --int8 / --bf16, against the fp32 graphs).
+    Budgets and reduced precision are measured on the finished fp32 bundle
+    (what `adavit-deploy calibrate` does to an existing one).
     """
     from ..demo import demo_checkpoint
     from ..extras import require_export
@@ -107,8 +114,44 @@ def export(
             calib_count=calib_count,
             fp16=fp16,
             int8=int8,
+            bf16=bf16,
             **_overrides(num_heads, token_with_mlp, head_threshold, layer_threshold, token_threshold, qk_scale),
         )
     from ..bundle import read_manifest
 
     render.print_export(console, path, read_manifest(path, verify=False))
+
+
+@app.command(cls=LiteralHelpCommand)
+def calibrate(
+    bundle: Annotated[Path, typer.Argument(help="Bundle directory written by `export`.")],
+    budgets: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Comma-separated budgets: native and fractions of dense GMACs, e.g. native,0.7,0.5 "
+            "[default: the bundle's own], calibrated on --calib."
+        ),
+    ] = None,
+    calib: Calib = None,
+    calib_count: CalibCount = 256,
+    fp16: Fp16 = False,
+    int8: Int8 = False,
+    bf16: Bf16 = False,
+    threads: Threads = 0,
+) -> None:
+    """Add budgets, FP16 / INT8 graphs or bf16's agreement to an existing bundle, atomically.
+
+    Measured on the bundle as it is (opened like any other), written beside it
+    and swapped in: a failure leaves the bundle as it was. The manifest
+    records the calibration set and each precision's parity vs fp32.
+    """
+    from ..calibrate import calibrate_bundle
+
+    with _errors(), console.status("calibrating") as status:
+        calibrate_bundle(
+            bundle, budgets=budgets, calibration=calib, calib_count=calib_count, fp16=fp16, int8=int8, bf16=bf16,
+            threads=threads, progress=lambda msg: status.update(f"calibrating: {escape(msg)}"),
+        )  # fmt: skip
+    from ..bundle import read_manifest
+
+    render.print_export(console, bundle, read_manifest(bundle, verify=False))

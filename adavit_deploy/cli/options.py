@@ -64,3 +64,26 @@ def _overrides(
         token_threshold=token, qk_scale=qk_scale,
     )  # fmt: skip
 
+
+# -- options shared by the commands that calibrate (export, calibrate) -----------
+Budgets = Annotated[
+    str,
+    typer.Option(
+        help="Comma-separated budgets: native (the checkpoint's thresholds) and fractions of dense GMACs, "
+        "e.g. native,0.7,0.5. Fractions are calibrated on --calib."
+    ),
+]
+Calib = Annotated[
+    Optional[str],
+    typer.Option(
+        help="Calibration set for budgets and --int8: a folder of images, an .npz/.npy of normalised NCHW "
+        "images, or 'demo' (the demo model's training digits) [default: demo for the demo model]."
+    ),
+]
+CalibCount = Annotated[int, typer.Option(help="Calibration images to use (a seeded subset of --calib).")]
+Fp16 = Annotated[bool, typer.Option("--fp16", help="Add FP16 graphs (I/O, LayerNorm, Softmax, policy in fp32).")]
+Int8 = Annotated[bool, typer.Option("--int8", help="Add INT8 Q/DQ graphs calibrated on --calib.")]
+Bf16 = Annotated[
+    bool,
+    typer.Option("--bf16", help="Record bf16's agreement with fp32 (OpenVINO runs the fp32 graphs in bf16: no new graphs)."),
+]
