@@ -22,10 +22,16 @@ HAS_BF16 = "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 needs_bf16 = pytest.mark.skipif(not HAS_BF16, reason="this CPU has no bfloat16 instructions (OpenVINO: no BF16)")
 
 
+@pytest.fixture(scope="session")
+def ov_cache(tmp_path_factory):
+    """One compiled-model cache for the session: a graph compiled once is imported by later tests."""
+    return tmp_path_factory.mktemp("ov-cache")
+
+
 @pytest.mark.parametrize("batch", [8, 1])
-def test_fp32_matches_the_reference_fixtures(reference_case, reference_bundle, batch):
+def test_fp32_matches_the_reference_fixtures(reference_case, reference_bundle, batch, ov_cache):
     """The public fixtures on ov, as on ort: decisions equal, logits within 1e-4, batched and one at a time."""
-    with load_bundle(reference_bundle(reference_case.name), "ov", threads=1) as rt:
+    with load_bundle(reference_bundle(reference_case.name), "ov", threads=1, cache_dir=ov_cache) as rt:
         res = rt.infer(reference_case.images, batch_size=batch)
     assert_matches(res, reference_case.logits, reference_case.decisions)
 
