@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -220,10 +219,9 @@ class Manifest:
         return self.budgets[key]
 
     def to_json(self) -> str:
-        return json.dumps(
+        """The manifest as stored (``flags`` derived from the config, for readers; recomputed on load)."""
+        return MANIFEST_DOCUMENT.dumps(
             {
-                "schema": SCHEMA,
-                "schema_version": SCHEMA_VERSION,
                 "producer": self.producer,
                 "source": self.source,
                 "model": self.model.to_dict(),
@@ -234,8 +232,7 @@ class Manifest:
                 "artifacts": {k: asdict(v) for k, v in self.artifacts.items()},
                 "calibration": self.calibration,
                 "parity": self.parity,
-            },
-            indent=2,
+            }
         )
 
     @classmethod

@@ -1,7 +1,8 @@
 """The JSON documents adavit-deploy writes and reads back as untrusted input.
 
-A bundle's ``manifest.json``, its ``tactics.json`` and the TensorRT
-``engines.json`` are read by one reader: right kind, right version, then
+A bundle's ``manifest.json``, its ``tactics.json``, the TensorRT
+``engines.json`` and the bench and serving reports are written by one writer
+(kind and version first, atomically) and read by one reader: right kind, right version, then
 every field checked against the type hints of the dataclass it builds,
 whose own ``__post_init__`` checks values. Anything
 wrong is one line naming the file, the field and what to do about it, never
@@ -16,6 +17,7 @@ import json
 import types
 import typing
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Union
 
 from .errors import AdaViTDeployError, ConfigError
@@ -32,6 +34,19 @@ class Document:
     version: int
     fix: str
     error: type[AdaViTDeployError]
+
+    def dumps(self, body: Any) -> str:
+        """``body`` (a dataclass, or a dict of fields) as this document's JSON: kind and version first."""
+        fields = dataclasses.asdict(body) if dataclasses.is_dataclass(body) else dict(body)
+        return json.dumps({"schema": self.schema, "schema_version": self.version, **fields}, indent=2) + "\n"
+
+    def write(self, path: str | Path, body: Any, what: str) -> Path:
+        """``dumps(body)`` written atomically to ``path``; ``what`` names it in errors (``--json``)."""
+        from .atomic import atomic_file
+
+        with atomic_file(path, what) as tmp:
+            tmp.write_text(self.dumps(body))
+        return Path(path)
 
     def read(self, text: str | bytes, where: str, hint: Any, derived: tuple[str, ...] = ()) -> Any:
         """``text`` parsed into ``hint`` (its fields but ``schema``, ``schema_version`` and the

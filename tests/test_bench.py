@@ -19,7 +19,7 @@ from adavit_deploy.bench import BenchReport, bench, cycled_batches, parse_batch_
 from adavit_deploy.bench.report import comparison, result_row
 from adavit_deploy.bundle import read_manifest
 from adavit_deploy.cli import app
-from adavit_deploy.errors import ConfigError
+from adavit_deploy.errors import ConfigError, InputError
 from adavit_deploy.export import export_bundle
 from checks import cli_error as _one_line_error
 
@@ -235,3 +235,16 @@ def test_every_timed_batch_is_warmed_first():
     time_engines([engine], batches, iterations=5, warmup=0, tick=ticks.append)
     assert seen[:5] == [0, 1, 2, 3, 4] and sorted(seen[5:]) == [0, 1, 2, 3, 4]  # warm-up pass, then the timed calls
     assert ticks.count("dense: warm-up") == 5 and ticks.count("dense: timing") == 5
+
+
+def test_a_report_is_read_back_by_the_one_document_reader(tmp_path):
+    """Saved and loaded through ``documents.Document``: a file that is not one is one line naming it."""
+    report = BenchReport(results=[{"engine": "dense"}], comparisons=[], parity=None, routing={}, environment={})
+    path = report.save(tmp_path / "r.json")
+    assert BenchReport.load(path) == report
+    for text, says in ((b"{not json", "malformed bench report (not UTF-8 JSON"),
+                       (b'{"schema": "adavit-deploy/bench", "schema_version": 1, "results": 3}', "lacks")):  # fmt: skip
+        path.write_bytes(text)
+        with pytest.raises(InputError) as e:
+            BenchReport.load(path)
+        assert "\n" not in str(e.value) and says in str(e.value) and str(path) in str(e.value)

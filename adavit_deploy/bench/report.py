@@ -9,19 +9,20 @@ documents the JSON.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..atomic import atomic_file
+from ..documents import Document
 from ..errors import InputError
 from ..runtime import RoutingStats
 from .engines import split_engine
 
 SCHEMA = "adavit-deploy/bench"
 SCHEMA_VERSION = 1
+DOCUMENT = Document("bench report", "bench report", SCHEMA, SCHEMA_VERSION, "run `adavit-deploy bench --json` again", InputError)
 
 
 @dataclass
@@ -40,21 +41,16 @@ class BenchReport:
     precision_parity: dict[str, Any] = field(default_factory=dict)  # "adaptive.int8" -> vs "adaptive"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, **asdict(self)}
+        return json.loads(DOCUMENT.dumps(self))
 
     def save(self, path: str | Path) -> Path:
         """Write the report as JSON, atomically."""
-        path = Path(path)
-        with atomic_file(path, "--json") as tmp:
-            tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        return path
+        return DOCUMENT.write(path, self, "--json")
 
     @classmethod
     def load(cls, path: str | Path) -> "BenchReport":
-        d = json.loads(Path(path).read_text())
-        if d.pop("schema", None) != SCHEMA or d.pop("schema_version", None) != SCHEMA_VERSION:
-            raise InputError(f"{path}: not an adavit-deploy bench report (schema {SCHEMA} v{SCHEMA_VERSION})")
-        return cls(**d)
+        """A saved report, every field checked (one line naming the file and field if not)."""
+        return DOCUMENT.read(Path(path).read_bytes(), str(path), cls)
 
     def result(self, engine: str, batch_size: int) -> dict[str, Any] | None:
         return next((r for r in self.results if r["engine"] == engine and r["batch_size"] == batch_size), None)

@@ -35,7 +35,6 @@ from typing import Any
 
 import numpy as np
 
-from ..atomic import atomic_file
 from ..documents import Document
 from ..errors import BundleError, ConfigError, InputError
 
@@ -221,11 +220,7 @@ def write_table(bundle: str | Path, table: TacticTable) -> Path:
     except BundleError:
         tables = {}  # an unreadable old file is what tune replaces
     tables[table_key(table.machine["backend"], table.precision)] = table
-    doc = {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "tables": {k: t.to_dict() for k, t in sorted(tables.items())}}
-    path = Path(bundle) / FILE
-    with atomic_file(path, "the tactics file") as tmp:
-        tmp.write_text(json.dumps(doc, indent=1) + "\n")
-    return path
+    return DOCUMENT.write(Path(bundle) / FILE, {"tables": {k: t.to_dict() for k, t in sorted(tables.items())}}, "the tactics file")
 
 
 def table_for(bundle: str | Path, precision: str, machine: dict[str, Any], num_heads: int) -> TacticTable | None:

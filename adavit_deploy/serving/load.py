@@ -13,23 +13,26 @@ counters. Every loop is bounded by time; every request by a network timeout.
 from __future__ import annotations
 
 import importlib
+import json
 import re
 import threading
 import time
 import urllib.request
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..bench import BenchReport, environment
+from ..bench import environment
+from ..documents import Document
 from ..errors import BackendError, ConfigError, InputError
 from .repository import DENSE_SUFFIX
 
 SCHEMA = "adavit-deploy/bench-serve"
 SCHEMA_VERSION = 1
+DOCUMENT = Document("serving report", "serving report", SCHEMA, SCHEMA_VERSION, "run `adavit-deploy bench-server --json` again", InputError)
 PROTOCOLS = ("http", "grpc")
 #: Random images when no --images: enough that consecutive requests differ.
 DEFAULT_SAMPLES = 32
@@ -54,9 +57,16 @@ class ServeBenchReport:
     environment: dict[str, Any]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, **asdict(self)}
+        return json.loads(DOCUMENT.dumps(self))
 
-    save = BenchReport.save  # the same atomic JSON write of ``to_dict()``
+    def save(self, path: str | Path) -> Path:
+        """Write the report as JSON, atomically."""
+        return DOCUMENT.write(path, self, "--json")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ServeBenchReport":
+        """A saved report, every field checked (one line naming the file and field if not)."""
+        return DOCUMENT.read(Path(path).read_bytes(), str(path), cls)
 
     def result(self, model: str, concurrency: int) -> dict[str, Any] | None:
         return next((r for r in self.results if r["model"] == model and r["concurrency"] == concurrency), None)

@@ -14,8 +14,7 @@ Everything here is pure (no TensorRT, no GPU) and tested on CPU.
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..bundle import Artifact, bundle_file
@@ -76,7 +75,7 @@ class EngineManifest:
 
     def to_json(self) -> str:
         """The document as stored: its own fields, as ``from_json`` reads them back."""
-        return json.dumps({"schema": SCHEMA, "schema_version": SCHEMA_VERSION, **asdict(self)}, indent=2)
+        return DOCUMENT.dumps(self)
 
     @classmethod
     def from_json(cls, text: str | bytes, where: str = ENGINES_JSON) -> "EngineManifest":
