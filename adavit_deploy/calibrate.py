@@ -33,6 +33,7 @@ from .bundle import MANIFEST, NATIVE, Artifact, Manifest, TensorSpec, is_bundle,
 from .calibration import CalibrationSet, calibrate_budgets, load_calibration, parse_budgets
 from .errors import ConfigError
 from .graphs import graphs
+from .inputs import seeded_noise
 from .machine import cpu_model
 from .parity import compare, parity_report
 from .runtime.adaptive import AdaptiveRuntime, load_bundle
@@ -183,7 +184,7 @@ def _measure(
 def _parity_images(manifest: Manifest) -> np.ndarray:
     """The export's own parity images: 8 seeded normal samples."""
     cfg = manifest.model
-    return np.random.default_rng(0).standard_normal((8, cfg.in_chans, cfg.img_size, cfg.img_size), dtype=np.float32)
+    return seeded_noise((cfg.in_chans, cfg.img_size, cfg.img_size), 8)[0]
 
 
 def _link_files(src: Path, dst: Path) -> None:

@@ -70,6 +70,13 @@ def sample_labels(path: Path, count: int) -> list[str]:
     return [f"{path.name}[{i}]" for i in range(count)] if count > 1 else [path.name]
 
 
+def seeded_noise(shape: tuple[int, ...], count: int, seed: int = 0) -> tuple[np.ndarray, str]:
+    """``count`` seeded standard-normal inputs of ``shape`` (C, H, W) and how to name them: the
+    inputs of a measurement given none (bench, tune, the serving load, a parity check)."""
+    images = np.random.default_rng(seed).standard_normal((count, *shape), dtype=np.float32)
+    return images, f"random normal (seed {seed})"
+
+
 def check_finite(images: np.ndarray, labels: Sequence[str] | None = None) -> None:
     """Refuse a batch holding NaN or Inf, naming the samples (``labels``, else their indices).
 

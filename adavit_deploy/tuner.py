@@ -25,7 +25,8 @@ import numpy as np
 
 from .atomic import check_writable
 from .errors import InputError
-from .runtime.adaptive import AdaptiveRuntime, RoutingStats, load_bundle
+from .runtime.adaptive import AdaptiveRuntime, load_bundle
+from .runtime.routing import RoutingStats
 from .runtime.tactics import FILE, MARGIN, STAGES, TACTICS, TacticTable, Timing, write_table
 
 #: inputs per batch size, at least (batch 1 needs several images to see several head counts)

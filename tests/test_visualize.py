@@ -94,7 +94,8 @@ def test_strip_has_one_square_per_head_and_sub_layer(setup):
 def test_block_decisions_spread_each_sample_over_every_block():
     """Blocks without a selector run everything (ones); ``i`` indexes samples as Python does (-1: the last)."""
     from adavit_deploy.config import AdaViTConfig
-    from adavit_deploy.runtime.adaptive import InferResult, RoutingStats
+    from adavit_deploy.runtime.adaptive import InferResult
+    from adavit_deploy.runtime.routing import RoutingStats
     from adavit_deploy.visualize import block_decisions
 
     cfg = AdaViTConfig(img_size=16, patch_size=8, embed_dim=12, depth=3, num_heads=3, head_select=(2,), token_select=(1, 2))

@@ -37,14 +37,13 @@ def load_pool(
     unlike any digit), else ``samples`` seeded normal ones.
     """
     from ..demo import is_demo, sample_images
-    from ..inputs import image_files, load_inputs
+    from ..inputs import image_files, load_inputs, seeded_noise
 
     cfg = rt.cfg
     if images is None and is_demo(cfg):
         return load_inputs(sample_images(), cfg)[0], "the demo's sample digits"
     if images is None:
-        shape = (samples, cfg.in_chans, cfg.img_size, cfg.img_size)
-        return np.random.default_rng(seed).standard_normal(shape, dtype=np.float32), f"random normal (seed {seed})"
+        return seeded_noise((cfg.in_chans, cfg.img_size, cfg.img_size), samples, seed)
     if isinstance(images, np.ndarray):
         return rt.check_images(images), "array"
 

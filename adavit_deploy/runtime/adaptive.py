@@ -14,7 +14,7 @@ masked) is chosen per sample from the bundle's tuned table (``tactics.py``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Callable, Mapping
@@ -30,37 +30,12 @@ from ..errors import InputError
 from ..inputs import check_finite
 from .backends import Backend, Runner, get_backend
 from .backends.base import Closable
-from .routing import gather, route, scatter
+from .routing import RoutingStats, gather, route, scatter
 from .tactics import STAGES, TacticTable, check_tactic, default_masked, graph_name, table_for
 
 
 #: ``AdaptiveRuntime.walk``'s callback: (block, token buffer, layer, heads, tokens) before the block runs.
 Visit = Callable[[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray], None]
-
-
-@dataclass
-class RoutingStats:
-    """How the batch was split: graph calls, and token slots computed vs padded."""
-
-    calls: int = 0
-    constant_adds: int = 0
-    token_slots: int = 0
-    padded_slots: int = 0
-    paths: dict[str, int] = field(default_factory=dict)  # "block:stage:heads" (or "...:masked") -> samples
-    tactics: dict[str, int] = field(default_factory=dict)  # tactic -> graph calls
-
-    def merge(self, other: "RoutingStats") -> None:
-        self.calls += other.calls
-        self.constant_adds += other.constant_adds
-        self.token_slots += other.token_slots
-        self.padded_slots += other.padded_slots
-        for mine, theirs in ((self.paths, other.paths), (self.tactics, other.tactics)):
-            for k, v in theirs.items():
-                mine[k] = mine.get(k, 0) + v
-
-    @property
-    def padding_waste(self) -> float:
-        return self.padded_slots / self.token_slots if self.token_slots else 0.0
 
 
 @dataclass

@@ -11,9 +11,34 @@ more than ``max_pad`` of the group's work.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
+
+
+@dataclass
+class RoutingStats:
+    """How the batch was split: graph calls, and token slots computed vs padded."""
+
+    calls: int = 0
+    constant_adds: int = 0
+    token_slots: int = 0
+    padded_slots: int = 0
+    paths: dict[str, int] = field(default_factory=dict)  # "block:stage:heads" (or "...:masked") -> samples
+    tactics: dict[str, int] = field(default_factory=dict)  # tactic -> graph calls
+
+    def merge(self, other: "RoutingStats") -> None:
+        self.calls += other.calls
+        self.constant_adds += other.constant_adds
+        self.token_slots += other.token_slots
+        self.padded_slots += other.padded_slots
+        for mine, theirs in ((self.paths, other.paths), (self.tactics, other.tactics)):
+            for k, v in theirs.items():
+                mine[k] = mine.get(k, 0) + v
+
+    @property
+    def padding_waste(self) -> float:
+        return self.padded_slots / self.token_slots if self.token_slots else 0.0
 
 
 @dataclass

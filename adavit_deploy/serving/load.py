@@ -225,11 +225,12 @@ def load_images(images: str | Path | np.ndarray | None, shape: tuple[int, ...], 
     ``images``: an ``.npy`` / ``.npz`` (key ``images``) file, an array, or
     ``None`` for seeded normal noise of the model's input ``shape``.
     """
+    from ..inputs import ARRAY_SUFFIXES, read_images, seeded_noise
+
     if images is None:
-        return np.random.default_rng(seed).standard_normal((samples, *shape), dtype=np.float32), f"random normal (seed {seed})"
+        return seeded_noise(tuple(shape), samples, seed)
     if isinstance(images, np.ndarray):
         return np.ascontiguousarray(images, dtype=np.float32), "array"
-    from ..inputs import ARRAY_SUFFIXES, read_images
 
     path = Path(images)
     if path.suffix not in ARRAY_SUFFIXES:
