@@ -43,3 +43,8 @@ def per_block(cfg: AdaViTConfig, name: str, decided: np.ndarray) -> np.ndarray:
     out = np.ones((len(decided), cfg.depth, width))
     out[:, list(blocks)] = decided
     return out
+
+
+def ffn_tokens(cfg: AdaViTConfig, tokens: np.ndarray) -> np.ndarray:
+    """The tokens a block's FFN sees: the MSA's kept ones with ``token_with_mlp``, else every token."""
+    return tokens if cfg.token_with_mlp else np.ones_like(tokens)

@@ -24,6 +24,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .atomic import check_writable
+from .decisions import ffn_tokens
 from .errors import InputError
 from .runtime.adaptive import AdaptiveRuntime, load_bundle
 from .runtime.routing import RoutingStats
@@ -85,7 +86,7 @@ def tune(
                 if block not in cfg.head_select:
                     return
                 kept = heads.sum(axis=1)
-                stage_tokens = {"attn": tokens, "mlp": tokens if cfg.token_with_mlp else np.ones_like(tokens)}
+                stage_tokens = {"attn": tokens, "mlp": ffn_tokens(cfg, tokens)}
                 for s, stage in enumerate(STAGES):
                     on = layer[:, s] & (kept > 0)
                     counts = sorted({int(k) for k in kept[on]}, reverse=True)

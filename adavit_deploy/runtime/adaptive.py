@@ -25,7 +25,7 @@ from ..atomic import atomic_file
 from ..bundle import Manifest, bundle_file, read_manifest, variant_key
 from ..config import Thresholds
 from ..cost import sample_gmacs
-from ..decisions import NAMES, select
+from ..decisions import NAMES, ffn_tokens, select
 from ..errors import InputError
 from ..inputs import check_finite
 from .backends import Backend, Runner, get_backend
@@ -215,9 +215,9 @@ class AdaptiveRuntime(Closable):
         tensor, saving a scatter and a gather (the FFN is token-wise: exact).
         """
         attn_on, mlp_on = layer[:, 0], layer[:, 1]
-        ffn_tokens = tokens if self.cfg.token_with_mlp else np.ones_like(tokens)
+        mlp_tokens = ffn_tokens(self.cfg, tokens)
         none_kept = ~heads.any(axis=1)
-        for stage, on, kept in (("attn", attn_on, tokens), ("mlp", mlp_on, ffn_tokens)):
+        for stage, on, kept in (("attn", attn_on, tokens), ("mlp", mlp_on, mlp_tokens)):
             for s in np.flatnonzero(on & none_kept):
                 x[s, kept[s]] += self.constants[f"{stage}_{block}"]
                 stats.constant_adds += 1
@@ -229,7 +229,7 @@ class AdaptiveRuntime(Closable):
             self.run_stages(block, ("mlp",), x, mlp_on & ~attn_on & run, heads, tokens, masked, stats)
         else:
             self.run_stages(block, ("attn",), x, attn_on & run, heads, tokens, masked, stats)
-            self.run_stages(block, ("mlp",), x, mlp_on & run, heads, ffn_tokens, masked, stats)
+            self.run_stages(block, ("mlp",), x, mlp_on & run, heads, mlp_tokens, masked, stats)
 
     def choose(self, block: int, heads: np.ndarray) -> dict[str, np.ndarray]:
         """Per stage, ``(B,)`` bool: the samples whose stage runs the ``masked`` tactic."""
