@@ -167,13 +167,15 @@ def _measure(
         check = calib.images if calib is not None else images
         asked = [p for p, wanted in zip(("fp16", "int8", "bf16"), precisions) if wanted]
         fp32 = runtime.infer(check, batch_size=32) if asked else None
+        # the fp32 graphs under the new budgets: INT8 ranges are observed at every budget it will run
+        calibrated = opened.enter_context(AdaptiveRuntime(work, new, runtime.backend))
         for precision in asked:
             backend, extra = runtime.backend, {}
             if precision == "bf16":
                 backend = opened.enter_context(get_backend("ov", threads))
                 extra = {"backend": "ov", "cpu": cpu_model()}
             else:
-                made, kept_float = variants(runtime, precision, calib, step)
+                made, kept_float = variants(calibrated, precision, calib, step)
                 new.artifacts.update(made)
                 extra = {"kept_float": kept_float}
             variant = opened.enter_context(AdaptiveRuntime(work, new, backend, precision=precision))

@@ -95,3 +95,15 @@ def test_the_calibrate_command(fp32_bundle):
     assert result.exit_code == 0, result.output
     assert sorted(read_manifest(bundle).budgets) == ["0.7", "native"]
     assert read_manifest(bundle).calibration["count"] == 12
+
+
+def test_int8_ranges_are_observed_at_every_new_budget(fp32_bundle, monkeypatch):
+    """INT8 is calibrated through the runtime that runs the budgets just found, as export always did."""
+    from adavit_deploy.calibration import int8
+
+    bundle, calib = fp32_bundle
+    seen = []
+    real = int8.calibrate
+    monkeypatch.setattr(int8, "calibrate", lambda rt, images, *a: seen.append(sorted(rt.manifest.budgets)) or real(rt, images, *a))
+    calibrate_bundle(bundle, budgets="native,0.6", calibration=calib, int8=True, threads=1)
+    assert seen == [["0.6", "native"]]
