@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
-from .errors import BundleError, InputError
+from .errors import BundleError, InputError, param
 
 #: ``.NAME.partial-PID-<8 hex digits>`` (a staged directory), ``.NAME.old-PID`` (a replaced one)
 _STAGED = re.compile(r"^\..+\.(?:partial|old)-(\d+)(?:-.*)?$")
@@ -89,9 +89,9 @@ def staged_directory(
     if final.exists() and not final.is_dir():
         raise BundleError(f"{final} is a file: give a directory path")
     if final.exists() and not overwrite:
-        raise BundleError(f"{final} already exists: pass --overwrite or choose another --out")
+        raise BundleError(f"{final} already exists: pass {param('overwrite', python='overwrite=True')} or choose another {param('out')}")
     if final.exists() and any(final.iterdir()) and not ours(final):
-        raise BundleError(f"{final} exists and is not {what}: --overwrite replaces only {what}; choose another --out")
+        raise BundleError(f"{final} exists and is not {what}: {param('overwrite', python='overwrite=True')} replaces only {what}; choose another {param('out')}")
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
         remove_stale(final.parent)
@@ -99,7 +99,7 @@ def staged_directory(
         stage = final.parent / f".{final.name}.partial-{os.getpid()}-{secrets.token_hex(4)}"
         stage.mkdir()
     except OSError as e:
-        raise BundleError(f"cannot write {final}: {e.strerror or type(e).__name__} ({e.filename}): choose another --out") from None
+        raise BundleError(f"cannot write {final}: {e.strerror or type(e).__name__} ({e.filename}): choose another {param('out')}") from None
     try:
         yield stage
         if final.exists():

@@ -27,7 +27,7 @@ from typing import Any
 
 from .config import AdaViTConfig, Thresholds
 from .documents import Document
-from .errors import BundleError, ConfigError
+from .errors import BundleError, ConfigError, param
 from .graphs import Port, agrees, describe, graphs
 
 #: Where bundles go by default (relative to the working directory), and the demo model's bundle name.
@@ -42,7 +42,7 @@ MANIFEST_DOCUMENT = Document("manifest", "bundle manifest", SCHEMA, SCHEMA_VERSI
 def check_max_batch(max_batch: int) -> int:
     """The largest batch a bundle's graphs (and engines) are built for: ``--max-batch``, at least 1."""
     if max_batch < 1:
-        raise ConfigError(f"--max-batch must be >= 1, got {max_batch}")
+        raise ConfigError(f"{param('max_batch')} must be >= 1, got {max_batch}")
     return max_batch
 
 
@@ -214,7 +214,7 @@ class Manifest:
         if key not in self.budgets:
             raise BundleError(
                 f"this bundle has no budget {key} (it has {', '.join(self.budgets)}): "
-                f"re-export with --budgets {','.join([*self.budgets, key])}"
+                f"re-export with {param('budgets')} {','.join([*self.budgets, key])}"
             )
         return self.budgets[key]
 

@@ -31,7 +31,7 @@ import numpy as np
 from .atomic import atomic_file, staged_directory
 from .bundle import MANIFEST, NATIVE, Artifact, Manifest, TensorSpec, is_bundle, read_manifest, sha256, variant_key
 from .calibration import CalibrationSet, calibrate_budgets, load_calibration, parse_budgets
-from .errors import ConfigError
+from .errors import ConfigError, param
 from .graphs import graphs
 from .inputs import seeded_noise
 from .machine import cpu_model
@@ -97,9 +97,9 @@ def variants(runtime: AdaptiveRuntime, precision: str, calib: CalibrationSet | N
 
 def check_needs(names: Sequence[str], int8: bool, calibration: object) -> None:
     """Budgets other than ``native`` and INT8 need a calibration set: refused before any work."""
-    needs = [f"--budgets {n}" for n in names if n != NATIVE] + (["--int8"] if int8 else [])
+    needs = [f"{param('budgets')} {n}" for n in names if n != NATIVE] + ([param("int8")] if int8 else [])
     if needs and calibration is None:
-        raise ConfigError(f"{' and '.join(needs[:2])} need a calibration set: pass --calib (a folder of images, an .npz, or demo)")
+        raise ConfigError(f"{' and '.join(needs[:2])} need a calibration set: pass {param('calibration', 'calib')} (a folder of images, an .npz, or demo)")
 
 
 def calibrate_bundle(

@@ -15,7 +15,7 @@ import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, param
 
 #: (kernel, stride, padding) of the T2T stem's three soft splits (unfolds).
 T2T_SOFT_SPLITS = ((7, 4, 2), (3, 2, 1), (3, 2, 1))
@@ -129,14 +129,14 @@ class AdaViTConfig:
         if self.embed_dim % self.num_heads:
             raise ConfigError(
                 f"embed dim {self.embed_dim} is not divisible by {self.num_heads} heads: "
-                "pass --num-heads with a divisor of the embed dim"
+                f"pass {param('num_heads')} with a divisor of the embed dim"
             )
         if self.img_size % self.patch_size:
             raise ConfigError(f"image size {self.img_size} is not a multiple of patch size {self.patch_size}")
         if self.t2t is not None and self.patch_size != T2T_PATCH:
             raise ConfigError(f"the T2T stem reduces by {T2T_PATCH}, not {self.patch_size}: use patch_size {T2T_PATCH}")
         if self.qk_scale is not None and not self.qk_scale > 0:
-            raise ConfigError(f"--qk-scale must be positive, got {self.qk_scale}")
+            raise ConfigError(f"{param('qk_scale')} must be positive, got {self.qk_scale}")
         for name in ("head_select", "layer_select", "token_select", "norm_policy"):
             bad = [b for b in getattr(self, name) if not 0 <= b < self.depth]
             if bad:

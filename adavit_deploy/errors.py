@@ -3,9 +3,33 @@
 Only the CLI boundary turns them into an exit code; the library never exits.
 """
 
+import re
+
+
+#: Around a parameter's name in a message (``param``): how it is named depends on who reads it.
+_MARK = "\x1f"
+_NAMED = re.compile(f"{_MARK}([^{_MARK}]*){_MARK}")
+
+
+def param(name: str, flag: str | None = None, python: str | None = None) -> str:
+    """A parameter named in a message: ``python`` (default ``name``) to a Python caller, ``--flag``
+    on the command line (``flag`` defaults to ``name`` with dashes: ``num_heads`` -> ``--num-heads``)."""
+    return f"{_MARK}{python or name}|{flag or name.replace('_', '-')}{_MARK}"
+
 
 class AdaViTDeployError(Exception):
-    """Base class: a user-facing problem with a fix-it message."""
+    """Base class: a user-facing problem with a fix-it message.
+
+    A message names parameters with ``param``: ``str(e)`` says the Python parameter
+    (``threads``), ``e.for_cli()`` the command-line flag (``--threads``).
+    """
+
+    def __str__(self) -> str:
+        return _NAMED.sub(lambda m: m.group(1).split("|")[0], super().__str__())
+
+    def for_cli(self) -> str:
+        """The message as the command line shows it: flags, not parameter names."""
+        return _NAMED.sub(lambda m: "--" + m.group(1).split("|")[1], super().__str__())
 
 
 class CheckpointError(AdaViTDeployError):

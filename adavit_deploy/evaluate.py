@@ -19,7 +19,7 @@ import numpy as np
 
 from .atomic import atomic_file
 from .cost import dense_gmacs
-from .errors import AdaViTDeployError, InputError
+from .errors import AdaViTDeployError, InputError, param
 from .inputs import read_array, read_images
 from .parity import compare
 from .runtime import AdaptiveRuntime, load_bundle
@@ -46,7 +46,7 @@ def labelled_data(source: str | Path) -> tuple[np.ndarray, np.ndarray, str]:
         return split.test_images, split.test_labels, "demo digits, held-out split (360 images)"
     path = Path(source)
     if not path.exists():
-        raise InputError(f"{path}: no such file (--data takes 'demo' or an .npz with 'images' and 'labels' arrays)")
+        raise InputError(f"{path}: no such file ({param('source', 'data')} takes 'demo' or an .npz with 'images' and 'labels' arrays)")
     if path.suffix != ".npz" or not path.is_file():
         raise InputError(f"{path}: need 'demo' or an .npz file with 'images' and 'labels' arrays")
     images = read_images(path)

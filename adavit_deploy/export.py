@@ -32,7 +32,7 @@ from .bundle import DEFAULT_OUT, MANIFEST, NATIVE, Artifact, Manifest, check_max
 from .calibrate import calibrate_bundle, check_needs, graph_artifact
 from .calibration import load_calibration, parse_budgets
 from .config import AdaViTConfig
-from .errors import ConfigError
+from .errors import ConfigError, param
 from .graphs import BATCH, TOKENS, Graph, Port, graphs
 from .model import AdaViT, load_model
 from .model.pruned import (
@@ -141,7 +141,7 @@ def export_bundle(
     """
     if not MIN_OPSET <= opset <= max_opset():
         raise ConfigError(
-            f"--opset {opset} is not supported: choose {MIN_OPSET} (LayerNormalization as one op) "
+            f"{param('opset')} {opset} is not supported: choose {MIN_OPSET} (LayerNormalization as one op) "
             f"to {max_opset()} (the newest torch {torch.__version__} exports)"
         )
     check_max_batch(max_batch)

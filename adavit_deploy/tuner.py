@@ -25,7 +25,7 @@ import numpy as np
 
 from .atomic import check_writable
 from .decisions import ffn_tokens
-from .errors import InputError
+from .errors import InputError, param
 from .runtime.adaptive import AdaptiveRuntime, load_bundle
 from .runtime.routing import RoutingStats
 from .runtime.tactics import FILE, MARGIN, STAGES, TACTICS, TacticTable, Timing, write_table
@@ -59,15 +59,15 @@ def tune(
 
     batch_sizes = parse_batch_sizes(batch_sizes)
     if reps < 1:
-        raise InputError(f"--reps must be >= 1, got {reps}")
+        raise InputError(f"{param('reps')} must be >= 1, got {reps}")
     if not 0 <= margin < 1:
-        raise InputError(f"--margin must be in [0, 1), got {margin}")
+        raise InputError(f"{param('margin')} must be in [0, 1), got {margin}")
     with load_bundle(bundle, backend, threads, budget, precision, tactic="gather") as rt:
         check_writable(Path(bundle) / FILE, "the tactics file")  # before the timing, not after it
         if max(batch_sizes) > rt.manifest.max_batch:  # a typo (100000) would fill memory with inputs
             raise InputError(
-                f"--batch-sizes {max(batch_sizes)} is above the bundle's max batch {rt.manifest.max_batch}: "
-                "tune up to it (larger batches use its choices) or re-export with a larger --max-batch"
+                f"{param('batch_sizes')} {max(batch_sizes)} is above the bundle's max batch {rt.manifest.max_batch}: "
+                f"tune up to it (larger batches use its choices) or re-export with a larger {param('max_batch')}"
             )
         cfg = rt.cfg
         images, _ = load_pool(images, rt, max(MIN_SAMPLES, max(batch_sizes)))

@@ -15,7 +15,7 @@ from pathlib import Path
 from .atomic import check_writable
 from .config import AdaViTConfig
 from .decisions import NAMES, per_block
-from .errors import AdaViTDeployError
+from .errors import AdaViTDeployError, param
 from .plots import Decisions, plot_grid, plot_policy, require_plotting
 from .runtime import InferResult
 
@@ -70,7 +70,7 @@ def inspect_bundle(
 
     out = Path(out)
     if out.suffix.lower() != ".png":
-        raise AdaViTDeployError(f"--out {out}: write a .png file")
+        raise AdaViTDeployError(f"{param('out')} {out}: write a .png file")
     check_writable(out, "--out")
     require_plotting()
     with load_bundle(bundle, backend, threads=threads, budget=budget, precision=precision) as runtime:

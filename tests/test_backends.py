@@ -91,7 +91,7 @@ def test_bad_thread_counts_are_one_line_errors(threads):
     for make in (lambda: get_backend("ort", threads), lambda: OrtBackend(threads), lambda: get_backend("trt", threads)):
         with pytest.raises(ConfigError) as e:
             make()
-        _one_line(e, f"--threads {threads}")
+        _one_line(e, f"threads {threads}")
 
 
 def test_two_runtimes_with_different_thread_counts_in_one_process(half_gmacs_bundle, batch):

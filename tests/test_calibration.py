@@ -103,7 +103,7 @@ def test_calibration_record_names_its_images(calibrated):
 
 def test_unknown_budget_is_a_clear_error(calibrated):
     bundle, _ = calibrated
-    with pytest.raises(BundleError, match=r"no budget 0.3 .*native, 0.8, 0.5.*--budgets"):
+    with pytest.raises(BundleError, match=r"no budget 0.3 .*native, 0.8, 0.5.*re-export with budgets"):
         load_bundle(bundle, budget=0.3)
 
 
@@ -116,7 +116,7 @@ def test_unreachable_budget_is_an_error_not_a_clamp(make_checkpoint, tmp_path):
 
 
 def test_budgets_need_a_calibration_set(make_checkpoint, tmp_path):
-    with pytest.raises(ConfigError, match="--budgets 0.5 need a calibration set: pass --calib"):
+    with pytest.raises(ConfigError, match="budgets 0.5 need a calibration set: pass calibration"):
         export_bundle(make_checkpoint(), tmp_path / "b", budgets="native,0.5")
 
 
@@ -165,7 +165,7 @@ def test_fp16_variants(calibrated):
 def test_precision_without_its_graphs_is_a_clear_error(exported, tmp_path):
     with pytest.raises(ConfigError, match="no int8 graphs .* re-export it with --int8"):
         load_bundle(exported().bundle, precision="int8")
-    with pytest.raises(ConfigError, match="--int8 need a calibration set"):
+    with pytest.raises(ConfigError, match="int8 need a calibration set"):
         export_bundle(exported().checkpoint, tmp_path / "c", int8=True)
 
 

@@ -76,7 +76,7 @@ def test_interrupted_export_leaves_nothing(make_checkpoint, tmp_path, monkeypatc
 
 def test_existing_bundle_needs_overwrite(exported, tmp_path):
     ckpt, out = exported().checkpoint, Path(shutil.copytree(exported().bundle, tmp_path / "b"))
-    with pytest.raises(BundleError, match="--overwrite"):
+    with pytest.raises(BundleError, match="pass overwrite=True"):
         export_bundle(ckpt, out)
     export_bundle(ckpt, out, overwrite=True)
     read_manifest(out)

@@ -108,7 +108,7 @@ def _drop(key: str) -> Callable[[dict], None]:
 
 MALFORMED = {
     "artifacts as a list": (_set("artifacts", value=[]), "artifacts should be an object"),
-    "max_batch 0": (_set("max_batch", value=0), "--max-batch must be >= 1, got 0"),
+    "max_batch 0": (_set("max_batch", value=0), "max_batch must be >= 1, got 0"),
     "budget fraction NaN": (_set("budgets", "native", "gmacs_fraction", value=float("nan")), "need finite values >= 0"),
     "token edges reversed": (_set("budgets", "native", "token_edges", value=[17, 9]), "need increasing counts >= 1"),
     "opt_heads 0": (_set("budgets", "native", "opt_heads", value=0), "opt_heads 0 is not >= 1"),

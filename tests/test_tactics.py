@@ -141,10 +141,10 @@ def test_bad_tactics_and_tables_are_one_line_errors(tunable):
     one_line(e, "version 9 is not 2", "adavit-deploy tune")
     with pytest.raises(ConfigError) as e:
         tune(tunable, "0,4")
-    one_line(e, "--batch-sizes")
+    one_line(e, "batch_sizes '0,4'")
     with pytest.raises(InputError) as e:
         tune(tunable, "1", margin=1.5)
-    one_line(e, "--margin must be in [0, 1)")
+    one_line(e, "margin must be in [0, 1)")
 
 
 def test_cli_tune_prints_the_choices_and_writes_the_file(tunable):
@@ -328,7 +328,7 @@ def test_tune_refuses_batch_sizes_above_the_bundles_max_batch(tunable):
     calls = []
     with pytest.raises(InputError) as e:
         tune(tunable, "1,100000", threads=1, reps=1, progress=lambda *a: calls.append(a))
-    one_line(e, "--batch-sizes 100000 is above the bundle's max batch 4", "--max-batch")
+    one_line(e, "batch_sizes 100000 is above the bundle's max batch 4", "a larger max_batch")
     assert calls == [] and not (tunable / FILE).exists()
 
 

@@ -41,7 +41,7 @@ def test_no_cuda_is_one_line(monkeypatch):
     with pytest.raises(BackendError) as exc:
         require_cuda()
     msg = str(exc.value)
-    assert "\n" not in msg and "no CUDA GPU" in msg and "--backend ort" in msg
+    assert "\n" not in msg and "no CUDA GPU" in msg and "backend=\"ort\"" in msg
 
 
 def test_a_tactics_table_tuned_on_tensorrt_holds_only_for_its_gpu_and_version():

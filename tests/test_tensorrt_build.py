@@ -134,10 +134,10 @@ def test_argument_validation(tmp_path):
         resolve_precision(True, True)
     validate_build_args(1, 0.5, tmp_path / "cache.bin", tmp_path / "new")
     for kwargs, match in [
-        ({"max_batch": 0}, "--max-batch must be >= 1"),
-        ({"workspace_gib": 0}, "--workspace must be > 0"),
-        ({"workspace_gib": -2}, "--workspace must be > 0"),
-        ({"workspace_gib": float("nan")}, "--workspace must be > 0"),
+        ({"max_batch": 0}, "max_batch must be >= 1"),
+        ({"workspace_gib": 0}, "workspace_gib must be > 0"),
+        ({"workspace_gib": -2}, "workspace_gib must be > 0"),
+        ({"workspace_gib": float("nan")}, "workspace_gib must be > 0"),
         ({"timing_cache": tmp_path}, "is a directory"),
     ]:
         with pytest.raises(ConfigError, match=match):

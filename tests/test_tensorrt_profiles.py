@@ -58,7 +58,7 @@ def test_spec_overrides_and_validation():
     profiles = graph_profiles(ATTN, spec)
     assert [p["x"].opt for p in profiles] == [(2, 9, C), (2, 17, C)]
     assert profiles[0]["heads"].opt == (1,)
-    with pytest.raises(ConfigError, match="max-batch"):
+    with pytest.raises(ConfigError, match="max_batch must be >= 1"):
         ProfileSpec(max_batch=0, num_tokens=17, num_heads=3, token_edges=(17,))
     with pytest.raises(ConfigError, match="rise strictly"):
         ProfileSpec(max_batch=8, num_tokens=17, num_heads=3, token_edges=(9, 9, 17))

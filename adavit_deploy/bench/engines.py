@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from ..bundle import PRECISIONS, sha256
-from ..errors import ConfigError
+from ..errors import ConfigError, param
 from ..extras import EXPORT_HINT, missing_export_module
 from ..runtime import AdaptiveRuntime, RoutingStats
 
@@ -49,7 +49,7 @@ def parse_engines(value: str | Sequence[str]) -> tuple[str, ...]:
     unknown = sorted(set(names) - set(known))
     if unknown or not names:
         raise ConfigError(
-            f"--engines {','.join(names)!r}: choose among {','.join(ENGINES)} "
+            f"{param('engines')} {','.join(names)!r}: choose among {','.join(ENGINES)} "
             f"(adaptive and dense may end in .{' or .'.join(PRECISIONS[1:])})"
         )
     return tuple(e for e in known if e in names)

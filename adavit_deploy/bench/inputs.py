@@ -7,7 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, param
 from ..runtime import AdaptiveRuntime
 
 DEFAULT_BATCH_SIZES = (1, 16)
@@ -24,7 +24,7 @@ def parse_batch_sizes(value: str | int | Sequence[int]) -> tuple[int, ...]:
         sizes = []
     if not sizes or min(sizes) < 1:
         shown = value if isinstance(value, str) else ",".join(map(str, parts))
-        raise ConfigError(f"--batch-sizes {shown!r}: expected comma-separated integers >= 1, e.g. 1,16")
+        raise ConfigError(f"{param('batch_sizes')} {shown!r}: expected comma-separated integers >= 1, e.g. 1,16")
     return tuple(dict.fromkeys(sizes))
 
 

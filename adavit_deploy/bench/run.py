@@ -36,7 +36,7 @@ import numpy as np
 
 from ..bundle import MANIFEST, is_bundle
 from ..cost import dense_gmacs
-from ..errors import AdaViTDeployError, BackendError, ConfigError, InputError
+from ..errors import AdaViTDeployError, BackendError, ConfigError, InputError, param
 from ..extras import require_export
 from ..parity import compare, parity_report
 from ..runtime import AdaptiveRuntime, load_bundle
@@ -117,12 +117,12 @@ def _check_options(iterations: int, warmup: int, budget: str) -> str:
     from ..calibration import parse_budgets
 
     if iterations < 1:
-        raise ConfigError(f"--iterations {iterations}: must be >= 1")
+        raise ConfigError(f"{param('iterations')} {iterations}: must be >= 1")
     if warmup < 0:
-        raise ConfigError(f"--warmup {warmup}: must be >= 0")
+        raise ConfigError(f"{param('warmup')} {warmup}: must be >= 0")
     names = parse_budgets(str(budget))
     if len(names) != 1:
-        raise ConfigError(f"--budget {budget!r}: give one budget (bench runs one at a time)")
+        raise ConfigError(f"{param('budget')} {budget!r}: give one budget (bench runs one at a time)")
     return names[0]
 
 

@@ -22,7 +22,7 @@ import numpy as np
 from ..bundle import NATIVE, Budget, budget_name
 from ..config import AdaViTConfig, Thresholds
 from ..cost import dense_gmacs
-from ..errors import ConfigError
+from ..errors import ConfigError, param
 from ..runtime.adaptive import AdaptiveRuntime, InferResult
 from ..token_buckets import buckets_from_counts
 
@@ -46,7 +46,7 @@ def parse_budgets(spec: str | list[str]) -> list[str]:
     items = spec.split(",") if isinstance(spec, str) else list(spec)
     names = [budget_name(item.strip()) for item in items]
     if not names:
-        raise ConfigError("--budgets is empty: give e.g. native,0.7,0.5")
+        raise ConfigError(f"{param('budgets')} is empty: give e.g. native,0.7,0.5")
     return list(dict.fromkeys(names))
 
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..bundle import sha256
 from ..config import AdaViTConfig
-from ..errors import InputError
+from ..errors import InputError, param
 from ..inputs import ARRAY_SUFFIXES, image_files, load_inputs
 
 DEMO = "demo"
@@ -42,7 +42,7 @@ def load_calibration(source: str | Path, cfg: AdaViTConfig, count: int = 256, se
     records), or an ``.npz`` (key ``images``) / ``.npy`` of normalised NCHW floats.
     """
     if count < 1:
-        raise InputError(f"--calib-count must be >= 1, got {count}")
+        raise InputError(f"{param('calib_count')} must be >= 1, got {count}")
     record: dict[str, Any] = {"count": 0, "seed": seed}
     if str(source) == DEMO:
         from ..demo import DEMO_CONFIG, load_digits_split
@@ -51,7 +51,7 @@ def load_calibration(source: str | Path, cfg: AdaViTConfig, count: int = 256, se
         if want != (DEMO_CONFIG.in_chans, DEMO_CONFIG.img_size):
             raise InputError(
                 f"the demo digits are {DEMO_CONFIG.img_size}px; this model takes {cfg.img_size}px: "
-                "pass --calib with a folder or .npz of its own inputs"
+                f"pass {param('calibration', 'calib')} with a folder or .npz of its own inputs"
             )
         train = load_digits_split(cfg).train_images
         idx = _subset(len(train), count, seed)

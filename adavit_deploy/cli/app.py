@@ -89,7 +89,7 @@ def _errors() -> Iterator[None]:
             if _state["debug"]:
                 raise
             # escape: a path like "model[v2].pth" is not rich markup
-            err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
+            err_console.print(f"[bold red]error:[/] {escape(e.for_cli())}", highlight=False)
             raise typer.Exit(1) from None
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from ..config import DEFAULT_HEADS, PRESETS, T2T_EPS, T2T_PATCH, AdaViTConfig, Thresholds
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError, param
 from .adavit import AdaViT
 from .t2t import stem_from_state
 
@@ -199,20 +199,20 @@ def infer_config(ckpt: Checkpoint, **overrides: Any) -> AdaViTConfig:
     if head_select:
         found = sd[f"blocks.{head_select[0]}.head_select.mlp_head.weight"].shape[0]
         if num_heads and num_heads != found:
-            raise ConfigError(f"--num-heads {num_heads} contradicts the checkpoint's head selector ({found} heads)")
+            raise ConfigError(f"{param('num_heads')} {num_heads} contradicts the checkpoint's head selector ({found} heads)")
         num_heads = found
     if named.get("embed_dim") == embed_dim:
         num_heads = num_heads or named["num_heads"]
     num_heads = num_heads or DEFAULT_HEADS.get(embed_dim)
     if not num_heads:
-        raise ConfigError(f"cannot infer the number of heads for embed dim {embed_dim}: pass --num-heads")
+        raise ConfigError(f"cannot infer the number of heads for embed dim {embed_dim}: pass {param('num_heads')}")
 
     token_with_mlp = overrides.get("token_with_mlp", args.get("ada_token_with_mlp"))
     if token_with_mlp is None:
         if token_select:
             raise ConfigError(
                 "the checkpoint selects tokens but does not say whether the FFN is token-masked: "
-                "pass --token-with-mlp or --no-token-with-mlp"
+                f"pass {param('token_with_mlp', 'token-with-mlp', 'token_with_mlp=True')} or {param('token_with_mlp', 'no-token-with-mlp', 'token_with_mlp=False')}"
             )
         token_with_mlp = False
     thresholds = Thresholds(

@@ -27,7 +27,7 @@ import numpy as np
 
 from ..bench import environment
 from ..documents import Document
-from ..errors import BackendError, ConfigError, InputError
+from ..errors import BackendError, ConfigError, InputError, param
 from .repository import DENSE_SUFFIX
 
 SCHEMA = "adavit-deploy/bench-serve"
@@ -76,9 +76,9 @@ def parse_concurrency(value: str | Sequence[int]) -> tuple[int, ...]:
     try:
         levels = tuple(int(v) for v in (value.split(",") if isinstance(value, str) else value))
     except ValueError:
-        raise ConfigError(f"--concurrency {value!r}: give comma-separated integers, e.g. 1,8,32") from None
+        raise ConfigError(f"{param('concurrency')} {value!r}: give comma-separated integers, e.g. 1,8,32") from None
     if not levels or min(levels) < 1:
-        raise ConfigError(f"--concurrency {value!r}: every level must be >= 1")
+        raise ConfigError(f"{param('concurrency')} {value!r}: every level must be >= 1")
     return levels
 
 
@@ -88,7 +88,7 @@ def read_metrics(url: str) -> dict[str, dict[str, float]]:
         with urllib.request.urlopen(url, timeout=10) as r:
             text = r.read().decode()
     except OSError as e:
-        raise BackendError(f"cannot read Triton's metrics at {url} ({e}): pass the server's --metrics-port") from None
+        raise BackendError(f"cannot read Triton's metrics at {url} ({e}): pass the server's {param('metrics_port')}") from None
     out: dict[str, dict[str, float]] = {}
     pattern = re.compile(r'^(\w+)\{[^}]*model="([^"]+)"[^}]*\}\s+(\S+)$')
     for line in text.splitlines():
@@ -131,7 +131,7 @@ class Client:
         except self._tc.InferenceServerException:  # gRPC: also when nothing listens
             return False
         except OSError as e:  # HTTP: nothing listens
-            raise BackendError(f"cannot reach a Triton server at {self._url} ({e.strerror or e}): check --url") from None
+            raise BackendError(f"cannot reach a Triton server at {self._url} ({e.strerror or e}): check the address (HOST:PORT) and that the server is up") from None
 
     def input_shape(self, model: str) -> tuple[int, ...]:
         """The per-image shape of the model's ``images`` input."""
@@ -234,7 +234,7 @@ def load_images(images: str | Path | np.ndarray | None, shape: tuple[int, ...], 
 
     path = Path(images)
     if path.suffix not in ARRAY_SUFFIXES:
-        raise ConfigError(f"--images {path}: give an .npy/.npz of normalised images (key 'images') for a remote model")
+        raise ConfigError(f"{param('images')} {path}: give an .npy/.npz of normalised images (key 'images') for a remote model")
     if not path.is_file():
         raise InputError(f"{path}: no such file")
     return read_images(path, tuple(shape)), str(path)
@@ -251,13 +251,13 @@ def run_load(url: str, protocol: str = "http", concurrency: str | Sequence[int] 
     """
     levels = parse_concurrency(concurrency)
     if duration <= 0 or rounds < 1:
-        raise ConfigError(f"--duration must be > 0 (got {duration}) and rounds >= 1 (got {rounds})")
+        raise ConfigError(f"{param('duration')} must be > 0 (got {duration}) and rounds >= 1 (got {rounds})")
     host = url.rsplit(":", 1)[0]
     metrics_url = metrics_url or f"http://{host}:{metrics_port}/metrics"
     probe = Client(url, protocol)
     try:
         if not probe.model_ready(model):
-            raise BackendError(f"model {model!r} is not ready on {url} ({protocol}): check --url, --protocol and --model")
+            raise BackendError(f"model {model!r} is not ready on {url} ({protocol}): check the address, {param('protocol')} and {param('model')}")
         models = [model] + ([model + DENSE_SUFFIX] if probe.model_ready(model + DENSE_SUFFIX) else [])
         pool, source = load_images(images, probe.input_shape(model))
     finally:

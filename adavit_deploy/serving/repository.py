@@ -21,7 +21,7 @@ from pathlib import Path
 from ..atomic import staged_directory
 from ..bundle import budget_name, check_precision, read_manifest
 from ..config import AdaViTConfig
-from ..errors import ConfigError
+from ..errors import ConfigError, param
 from ..runtime.backends import BACKENDS, resolve_threads
 
 #: The dense baseline model's name is the adaptive model's plus this (``--with-dense``).
@@ -57,8 +57,8 @@ class RepositoryOptions:
         """One-line errors for values Triton or the runtime would refuse later, less clearly."""
         if not _NAME.match(self.name):
             raise ConfigError(f"model name {self.name!r}: use letters, digits, '_', '-' or '.' (at most 64)")
-        for what, value, low in (("--max-batch", self.max_batch, 1), ("--instances", self.instances, 1),
-                                 ("--queue-delay-us", self.queue_delay_us, 0)):  # fmt: skip
+        for what, value, low in ((param("max_batch"), self.max_batch, 1), (param("instances"), self.instances, 1),
+                                 (param("queue_delay_us"), self.queue_delay_us, 0)):  # fmt: skip
             if value < low:
                 raise ConfigError(f"{what} must be >= {low}, got {value}")
         resolve_threads(self.threads)  # what the runtime will accept, checked before writing

@@ -37,7 +37,7 @@ from typing import Any, Callable
 from .. import __version__
 from ..atomic import staged_directory
 from ..bundle import Manifest, check_max_batch, check_precision, read_manifest, resolve_bundle, sha256, variant_key
-from ..errors import BackendError, BundleError, ConfigError
+from ..errors import BackendError, BundleError, ConfigError, param
 from ..graphs import graphs
 from .environment import MIN_TENSORRT, current_environment, import_polygraphy_trt, import_tensorrt, tensorrt_major
 from .manifest import ENGINE_DIR, ENGINES_JSON, EngineEntry, EngineManifest, is_engine_dir
@@ -51,7 +51,7 @@ Progress = Callable[[str], None]
 
 def resolve_precision(fp16: bool = False, int8: bool = False) -> str:
     if fp16 and int8:
-        raise ConfigError("--fp16 and --int8 exclude each other: choose one (--int8 graphs keep float where they need it)")
+        raise ConfigError(f"{param('fp16')} and {param('int8')} exclude each other: choose one ({param('int8')} graphs keep float where they need it)")
     return "int8" if int8 else "fp16" if fp16 else "fp32"
 
 
@@ -62,11 +62,11 @@ def validate_build_args(
     if max_batch is not None:
         check_max_batch(max_batch)
     if workspace_gib is not None and not workspace_gib > 0:
-        raise ConfigError(f"--workspace must be > 0 GiB, got {workspace_gib}")
+        raise ConfigError(f"{param('workspace_gib', 'workspace')} must be > 0 GiB, got {workspace_gib}")
     if timing_cache is not None and Path(timing_cache).is_dir():
-        raise ConfigError(f"--timing-cache {timing_cache} is a directory: give a file path")
+        raise ConfigError(f"{param('timing_cache')} {timing_cache} is a directory: give a file path")
     if out is not None and Path(out).exists() and not Path(out).is_dir():
-        raise ConfigError(f"--out {out} is a file: give a directory for the engines")
+        raise ConfigError(f"{param('out')} {out} is a file: give a directory for the engines")
 
 
 def budget_profile_spec(manifest: Manifest, budgets: list[str] | None, max_batch: int | None = None) -> ProfileSpec:
@@ -82,7 +82,7 @@ def budget_profile_spec(manifest: Manifest, budgets: list[str] | None, max_batch
     missing = [b for b, c in zip(budgets, chosen) if not c.token_edges]
     if missing:
         raise BundleError(
-            f"budget {missing[0]} has no calibration statistics: re-export the bundle with --calib to size its profiles"
+            f"budget {missing[0]} has no calibration statistics: re-export the bundle with {param('calibration', 'calib')} to size its profiles"
         )
     edges = sorted({e for c in chosen for e in c.token_edges})
     return ProfileSpec.from_manifest(manifest, max_batch, token_edges=tuple(edges), opt_heads=chosen[0].opt_heads)

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import BackendError
+from ..errors import BackendError, param
 from .manifest import TrtEnvironment
 
 MIN_TENSORRT = 10
 INSTALL_HINT = "pip install 'adavit-deploy[gpu]' on a machine with an NVIDIA GPU and TensorRT >= 10"
+
+
+#: ``--backend ort`` on the command line, ``backend="ort"`` in Python.
+ORT_BACKEND = param("backend", "backend ort", 'backend="ort"')
 
 
 def import_tensorrt() -> Any:
@@ -42,7 +46,7 @@ def require_cuda(device: int = 0) -> Any:
     if not torch.cuda.is_available():
         raise BackendError(
             "no CUDA GPU is visible (torch.cuda.is_available() is False): TensorRT needs an NVIDIA GPU; "
-            "use --backend ort on CPU"
+            f"use {ORT_BACKEND} on CPU"
         )
     if not 0 <= device < torch.cuda.device_count():
         raise BackendError(f"CUDA device {device} does not exist ({torch.cuda.device_count()} visible)")

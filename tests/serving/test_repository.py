@@ -45,7 +45,7 @@ def test_without_dense_one_model(bundle, tmp_path):
         (RepositoryOptions(precision="int8"), ConfigError, "no int8 graphs"),
         (RepositoryOptions(precision="fp8"), ConfigError, "unknown precision 'fp8'"),
         (RepositoryOptions(name="a b"), ConfigError, "model name 'a b'"),
-        (RepositoryOptions(max_batch=0), ConfigError, "--max-batch must be >= 1, got 0"),
+        (RepositoryOptions(max_batch=0), ConfigError, "max_batch must be >= 1, got 0"),
         (RepositoryOptions(backend="tvm"), ConfigError, "unknown backend 'tvm'"),
     ],
 )
@@ -57,7 +57,7 @@ def test_refuses_bad_options_and_writes_nothing(bundle, tmp_path, options, error
 
 def test_refuses_tampered_bundle_and_existing_out(bundle, tmp_path):
     repo = write_repository(bundle, tmp_path / "repo")
-    with pytest.raises(BundleError, match="already exists: pass --overwrite"):
+    with pytest.raises(BundleError, match="already exists: pass overwrite=True"):
         write_repository(bundle, repo)
     copy = repo / "adavit" / "1" / "bundle"
     with open(copy / "head.onnx", "ab") as f:

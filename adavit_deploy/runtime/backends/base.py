@@ -23,7 +23,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from ...bundle import Artifact
-from ...errors import BackendError, BundleError, ConfigError, InputError
+from ...errors import BackendError, BundleError, ConfigError, InputError, param
 from ...graphs import agrees
 from ...machine import cpu_model
 
@@ -37,11 +37,11 @@ def resolve_threads(threads: int) -> int:
     cores = os.cpu_count() or 1
     limit = min(MAX_THREADS, MAX_THREADS_PER_CORE * cores)
     if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)):
-        raise ConfigError(f"--threads {threads!r}: expected an integer >= 0 (0: one per core)")
+        raise ConfigError(f"{param('threads')} {threads!r}: expected an integer >= 0 (0: one per core)")
     if threads < 0:
-        raise ConfigError(f"--threads {threads}: must be >= 0 (0: one per core)")
+        raise ConfigError(f"{param('threads')} {threads}: must be >= 0 (0: one per core)")
     if threads > limit:
-        raise ConfigError(f"--threads {threads}: at most {limit} on this machine ({cores} cores; 0: one per core)")
+        raise ConfigError(f"{param('threads')} {threads}: at most {limit} on this machine ({cores} cores; 0: one per core)")
     return int(threads) or cores
 
 
