@@ -102,13 +102,16 @@ def staged_directory(
         raise BundleError(f"cannot write {final}: {e.strerror or type(e).__name__} ({e.filename}): choose another {param('out')}") from None
     try:
         yield stage
-        if final.exists():
-            old = final.with_name(f".{final.name}.old-{os.getpid()}")
-            os.replace(final, old)
-            os.replace(stage, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(stage, final)
+        try:
+            if final.exists():
+                old = final.with_name(f".{final.name}.old-{os.getpid()}")
+                os.replace(final, old)
+                os.replace(stage, final)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(stage, final)
+        except OSError as e:
+            raise BundleError(f"cannot replace {final}: {e.strerror or type(e).__name__}: it is left as it was") from None
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise

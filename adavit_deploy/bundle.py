@@ -202,7 +202,7 @@ class Manifest:
         if check_precision(precision) not in (*self.precisions, "bf16"):
             raise ConfigError(
                 f"{bundle}: the bundle has no {precision} graphs (it has {', '.join(self.precisions)}): "
-                f"re-export it with --{precision}"
+                f"add them with `adavit-deploy calibrate {bundle} --{precision}` (or re-export with --{precision})"
             )
         return precision
 
@@ -214,7 +214,7 @@ class Manifest:
         if key not in self.budgets:
             raise BundleError(
                 f"this bundle has no budget {key} (it has {', '.join(self.budgets)}): "
-                f"re-export with {param('budgets')} {','.join([*self.budgets, key])}"
+                f"add it with `adavit-deploy calibrate BUNDLE --budgets {','.join([*self.budgets, key])} --calib ...`"
             )
         return self.budgets[key]
 

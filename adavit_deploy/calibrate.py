@@ -99,7 +99,18 @@ def check_needs(names: Sequence[str], int8: bool, calibration: object) -> None:
     """Budgets other than ``native`` and INT8 need a calibration set: refused before any work."""
     needs = [f"{param('budgets')} {n}" for n in names if n != NATIVE] + ([param("int8")] if int8 else [])
     if needs and calibration is None:
-        raise ConfigError(f"{' and '.join(needs[:2])} need a calibration set: pass {param('calibration', 'calib')} (a folder of images, an .npz, or demo)")
+        verb = "need" if len(needs) > 1 else "needs"
+        raise ConfigError(
+            f"{' and '.join(needs[:2])} {verb} a calibration set: pass {param('calibration', 'calib')} "
+            "(a folder of images, an .npz, or demo)"
+        )
+
+
+def check_bf16(bf16: bool, threads: int) -> None:
+    """``bf16`` needs OpenVINO on a CPU with bf16: refused before any work, not after it."""
+    if bf16:
+        with get_backend("ov", threads) as ov:
+            ov.check_precision("bf16")
 
 
 def calibrate_bundle(
@@ -119,17 +130,18 @@ def calibrate_bundle(
 ) -> Manifest:
     """Calibrate a finished ``bundle`` and return its new manifest (also written into it).
 
-    ``budgets``: ``native`` and fractions of dense GMACs (default: the bundle's own); they and
-    ``int8`` need ``calibration`` (a folder of images, an ``.npz``/``.npy``, ``"demo"``:
-    ``calibration/data.py``). ``bf16`` measures OpenVINO's bf16 against fp32 on the calibration
+    ``budgets``: ``native`` and fractions of dense GMACs, calibrated anew: they replace the
+    bundle's (``None``: keep them as they are). They and ``int8`` need ``calibration`` (a folder
+    of images, an ``.npz``/``.npy``, ``"demo"``: ``calibration/data.py``). ``bf16`` measures OpenVINO's bf16 against fp32 on the calibration
     images (else ``parity_images``, default 8 seeded normal samples). ``model``: the PyTorch
     model the bundle was exported from, to check fp32 parity against (``export_bundle``).
     ``staged=False``: work in ``bundle`` itself (``export_bundle``'s own staging directory).
     """
-    bundle = Path(bundle)
+    bundle = Path(bundle).resolve()  # "." and symlinks: staged beside the real directory
     manifest = read_manifest(bundle)
-    names = parse_budgets(budgets if budgets is not None else list(manifest.budgets))
-    check_needs(names, int8, calibration)
+    names = parse_budgets(budgets) if budgets is not None else None
+    check_needs(names or [], int8, calibration)
+    check_bf16(bf16, threads)
     step = progress or (lambda _: None)
     calib = calibration
     if calibration is not None and not isinstance(calibration, CalibrationSet):
@@ -155,20 +167,23 @@ def _measure(
     """The new manifest of the bundle in ``work``: fp32 parity, budgets, variants and their parity vs fp32."""
     parity = dict(manifest.parity)
     new = dataclasses.replace(manifest, parity=parity, artifacts=dict(manifest.artifacts))
-    with ExitStack() as opened, load_bundle(work, "ort", threads) as runtime:
+    # tactic forced: calibration does not depend on it, and a table tuned with other threads is no news here
+    with ExitStack() as opened, load_bundle(work, "ort", threads, tactic="gather") as runtime:
         if model is not None:
             step("checking parity")
             parity.clear()
             parity.update(parity_report(model, runtime, images))
-        if calib is not None:
+        if names is not None and calib is not None:
             step(f"calibrating budgets {', '.join(names)} on {len(calib.images)} images")
             new.budgets, stats = calibrate_budgets(runtime, calib.images, names, progress=step)
             new.calibration = {**calib.record, "budgets": stats}
+        elif names is not None:  # native alone, no calibration set: the checkpoint's thresholds only
+            new.budgets, new.calibration = {NATIVE: manifest.budgets[NATIVE]}, {}
         check = calib.images if calib is not None else images
         asked = [p for p, wanted in zip(("fp16", "int8", "bf16"), precisions) if wanted]
         fp32 = runtime.infer(check, batch_size=32) if asked else None
         # the fp32 graphs under the new budgets: INT8 ranges are observed at every budget it will run
-        calibrated = opened.enter_context(AdaptiveRuntime(work, new, runtime.backend))
+        calibrated = opened.enter_context(AdaptiveRuntime(work, new, runtime.backend, tactic="gather"))
         for precision in asked:
             backend, extra = runtime.backend, {}
             if precision == "bf16":
@@ -178,7 +193,7 @@ def _measure(
                 made, kept_float = variants(calibrated, precision, calib, step)
                 new.artifacts.update(made)
                 extra = {"kept_float": kept_float}
-            variant = opened.enter_context(AdaptiveRuntime(work, new, backend, precision=precision))
+            variant = opened.enter_context(AdaptiveRuntime(work, new, backend, precision=precision, tactic="gather"))
             parity.setdefault("vs_fp32", {})[precision] = {**compare(fp32, variant.infer(check, batch_size=32)), **extra}
     return new
 

@@ -29,7 +29,7 @@ import torch
 from . import __version__
 from .atomic import staged_directory
 from .bundle import DEFAULT_OUT, MANIFEST, NATIVE, Artifact, Manifest, check_max_batch, is_bundle, sha256
-from .calibrate import calibrate_bundle, check_needs, graph_artifact
+from .calibrate import calibrate_bundle, check_bf16, check_needs, graph_artifact
 from .calibration import load_calibration, parse_budgets
 from .config import AdaViTConfig
 from .errors import ConfigError, param
@@ -147,6 +147,7 @@ def export_bundle(
     check_max_batch(max_batch)
     names = parse_budgets(budgets)
     check_needs(names, int8, calibration)
+    check_bf16(bf16, threads)
     step = progress or (lambda _: None)
     checkpoint = Path(checkpoint)
     step("loading checkpoint")

@@ -62,7 +62,7 @@ def test_a_failed_calibration_leaves_the_bundle_as_it_was(fp32_bundle):
     before = {p.name: p.read_bytes() for p in bundle.iterdir()}
     with pytest.raises(ConfigError) as e:
         calibrate_bundle(bundle, budgets="native,0.5", threads=1)  # no calibration set
-    one_line(e, "--budgets 0.5 need a calibration set")
+    one_line(e, "budgets 0.5 needs a calibration set")
     with pytest.raises(AdaViTDeployError) as e:
         calibrate_bundle(bundle, budgets="native,0.001", calibration=calib, threads=1)  # unreachable: refused mid-way
     one_line(e, "0.001")
@@ -89,12 +89,22 @@ def test_the_calibrate_command(fp32_bundle):
     manifest = read_manifest(bundle)
     assert sorted(manifest.budgets) == ["0.7", "native"] and "fp16" in manifest.precisions
     assert json.loads((bundle / "manifest.json").read_text())["calibration"]["budgets"]["0.7"]
-    cli_error(runner.invoke(app, ["calibrate", str(bundle), "--budgets", "native,0.5"]), "--budgets 0.5 need a calibration set")
-    # --budgets left out: the bundle's own are calibrated again on the new set
-    result = runner.invoke(app, ["calibrate", str(bundle), "--calib", str(calib), "--calib-count", "12"])
+    cli_error(runner.invoke(app, ["calibrate", str(bundle), "--budgets", "native,0.5"]), "--budgets 0.5 needs a calibration set")
+    # --budgets left out: the bundle's budgets and their calibration record stay as they are
+    record = read_manifest(bundle).calibration
+    result = runner.invoke(app, ["calibrate", str(bundle), "--calib", str(calib), "--calib-count", "12", "--fp16"])
     assert result.exit_code == 0, result.output
-    assert sorted(read_manifest(bundle).budgets) == ["0.7", "native"]
-    assert read_manifest(bundle).calibration["count"] == 12
+    assert sorted(read_manifest(bundle).budgets) == ["0.7", "native"] and read_manifest(bundle).calibration == record
+    # --budgets given: they replace the bundle's, calibrated on --calib
+    result = runner.invoke(app, ["calibrate", str(bundle), "--budgets", "native,0.6", "--calib", str(calib), "--calib-count", "12"])
+    assert result.exit_code == 0, result.output
+    assert sorted(read_manifest(bundle).budgets) == ["0.6", "native"] and read_manifest(bundle).calibration["count"] == 12
+    # a bundle given as "." from inside it, and through a symlink: the real bundle is the one replaced
+    link = bundle.parent / "link"
+    link.symlink_to(bundle)
+    assert runner.invoke(app, ["calibrate", str(link), "--budgets", "native"]).exit_code == 0
+    assert link.is_symlink() and sorted(read_manifest(bundle).budgets) == ["native"]
+    assert not [p for p in bundle.parent.iterdir() if p.name.startswith(".")]
 
 
 def test_int8_ranges_are_observed_at_every_new_budget(fp32_bundle, monkeypatch):
@@ -107,3 +117,29 @@ def test_int8_ranges_are_observed_at_every_new_budget(fp32_bundle, monkeypatch):
     monkeypatch.setattr(int8, "calibrate", lambda rt, images, *a: seen.append(sorted(rt.manifest.budgets)) or real(rt, images, *a))
     calibrate_bundle(bundle, budgets="native,0.6", calibration=calib, int8=True, threads=1)
     assert seen == [["0.6", "native"]]
+
+
+def test_bad_input_is_refused_before_any_work(fp32_bundle, monkeypatch, tmp_path):
+    """bf16 on a CPU without it, a cache directory that cannot be one, bf16 served off OpenVINO."""
+    pytest.importorskip("openvino", reason="the ov extra (openvino) is not installed")
+    from adavit_deploy.errors import BackendError
+    from adavit_deploy.runtime.backends.ov import OvBackend
+    from adavit_deploy.serving import RepositoryOptions, write_repository
+
+    bundle, calib = fp32_bundle
+    monkeypatch.setattr(OvBackend, "has_bf16", lambda self: False)
+    before = (bundle / "manifest.json").read_bytes()
+    with pytest.raises(BackendError) as e:
+        calibrate_bundle(bundle, budgets="native,0.5", calibration=calib, bf16=True, threads=1)
+    one_line(e, "no bfloat16 instructions")
+    assert (bundle / "manifest.json").read_bytes() == before
+    monkeypatch.undo()
+    (tmp_path / "afile").write_text("x")
+    for bad in (tmp_path / "afile", tmp_path / "afile" / "sub", ""):
+        with pytest.raises(ConfigError) as e:
+            load_bundle(bundle, "ov", cache_dir=bad)
+        one_line(e, "cache_dir")
+    with pytest.raises(ConfigError) as e:
+        write_repository(bundle, tmp_path / "repo", RepositoryOptions(precision="bf16"))
+    one_line(e, "bf16 runs on the ov backend")
+    assert not (tmp_path / "repo").exists()

@@ -103,7 +103,7 @@ def test_calibration_record_names_its_images(calibrated):
 
 def test_unknown_budget_is_a_clear_error(calibrated):
     bundle, _ = calibrated
-    with pytest.raises(BundleError, match=r"no budget 0.3 .*native, 0.8, 0.5.*re-export with budgets"):
+    with pytest.raises(BundleError, match=r"no budget 0.3 .*native, 0.8, 0.5.*calibrate BUNDLE --budgets native,0.8,0.5,0.3"):
         load_bundle(bundle, budget=0.3)
 
 
@@ -116,7 +116,7 @@ def test_unreachable_budget_is_an_error_not_a_clamp(make_checkpoint, tmp_path):
 
 
 def test_budgets_need_a_calibration_set(make_checkpoint, tmp_path):
-    with pytest.raises(ConfigError, match="budgets 0.5 need a calibration set: pass calibration"):
+    with pytest.raises(ConfigError, match="budgets 0.5 needs a calibration set: pass calibration"):
         export_bundle(make_checkpoint(), tmp_path / "b", budgets="native,0.5")
 
 
@@ -163,9 +163,9 @@ def test_fp16_variants(calibrated):
 
 
 def test_precision_without_its_graphs_is_a_clear_error(exported, tmp_path):
-    with pytest.raises(ConfigError, match="no int8 graphs .* re-export it with --int8"):
+    with pytest.raises(ConfigError, match="no int8 graphs .* add them with `adavit-deploy calibrate .* --int8`"):
         load_bundle(exported().bundle, precision="int8")
-    with pytest.raises(ConfigError, match="int8 need a calibration set"):
+    with pytest.raises(ConfigError, match="int8 needs a calibration set"):
         export_bundle(exported().checkpoint, tmp_path / "c", int8=True)
 
 
@@ -293,7 +293,7 @@ def test_cli_budget_and_precision(calibrated, tmp_path):
     ok = runner.invoke(app, ["inspect", str(bundle), str(tmp_path / "one.npy"), "--budget", "0.5", "--out", str(png)])
     assert ok.exit_code == 0 and png.stat().st_size > 0, ok.output
     bad = runner.invoke(app, ["export", str(tmp / "random.pth.tar"), "-o", str(tmp_path / "b"), "--budgets", "native,0.5"])
-    assert bad.exit_code == 1 and "need a calibration set" in bad.output and "Traceback" not in bad.output
+    assert bad.exit_code == 1 and "needs a calibration set" in bad.output and "Traceback" not in bad.output
 
 
 def test_build_trt_uses_the_exported_variants_and_budgets(calibrated, monkeypatch):

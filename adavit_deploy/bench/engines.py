@@ -47,6 +47,11 @@ def parse_engines(value: str | Sequence[str]) -> tuple[str, ...]:
     names = [n.strip() for n in (value.split(",") if isinstance(value, str) else value) if n.strip()]
     known = [*ENGINES, *(f"{e}.{p}" for e in ENGINES[:2] for p in PRECISIONS[1:])]  # no "@": baselines are added
     unknown = sorted(set(names) - set(known))
+    if any("@" in n for n in unknown):
+        raise ConfigError(
+            f"{param('engines')} {','.join(names)!r}: the dense@BACKEND rows are the baselines, added by themselves "
+            f"on every other CPU backend installed; give the adaptive engines' backend with {param('backend')}"
+        )
     if unknown or not names:
         raise ConfigError(
             f"{param('engines')} {','.join(names)!r}: choose among {','.join(ENGINES)} "

@@ -128,8 +128,8 @@ def calibrate(
     budgets: Annotated[
         Optional[str],
         typer.Option(
-            help="Comma-separated budgets: native and fractions of dense GMACs, e.g. native,0.7,0.5 "
-            "[default: the bundle's own], calibrated on --calib."
+            help="Comma-separated budgets: native and fractions of dense GMACs, e.g. native,0.7,0.5, calibrated "
+            "on --calib; they replace the bundle's [default: the bundle's stay as they are]."
         ),
     ] = None,
     calib: Calib = None,
@@ -139,19 +139,21 @@ def calibrate(
     bf16: Bf16 = False,
     threads: Threads = 0,
 ) -> None:
-    """Add budgets, FP16 / INT8 graphs or bf16's agreement to an existing bundle, atomically.
+    """Calibrate budgets, add FP16 / INT8 graphs or bf16's agreement to an existing bundle, atomically.
 
     Measured on the bundle as it is (opened like any other), written beside it
     and swapped in: a failure leaves the bundle as it was. The manifest
     records the calibration set and each precision's parity vs fp32.
     """
+    from ..bundle import read_manifest
     from ..calibrate import calibrate_bundle
+    from ..demo import is_demo
 
     with _errors(), console.status("calibrating") as status:
+        if calib is None and is_demo(read_manifest(bundle, verify=False).model):
+            calib = "demo"  # as export does for the demo model
         calibrate_bundle(
             bundle, budgets=budgets, calibration=calib, calib_count=calib_count, fp16=fp16, int8=int8, bf16=bf16,
             threads=threads, progress=lambda msg: status.update(f"calibrating: {escape(msg)}"),
         )  # fmt: skip
-    from ..bundle import read_manifest
-
     render.print_export(console, bundle, read_manifest(bundle, verify=False))

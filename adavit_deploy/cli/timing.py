@@ -77,9 +77,10 @@ def bench(
     """Time the adaptive runtime, the dense graph and the masked PyTorch model on the same inputs; check parity.
 
     Prints latency, throughput, GMACs and peak memory per engine and batch
-    size, the speed-up over dense (on every CPU backend installed: the fastest
-    is the baseline) against the FLOPs ratio, parity with PyTorch and routing
-    statistics. A Triton server is loaded by `adavit-deploy bench-server`.
+    size, the speed-up over the same-backend dense graph against the FLOPs
+    ratio and over the fastest dense engine of each precision (the dense graph
+    also runs on every other CPU backend installed), parity with PyTorch and
+    routing statistics. A Triton server is loaded by `adavit-deploy bench-server`.
     """
     if url:
         err_console.print("note: `bench --url HOST:PORT` is now `adavit-deploy bench-server HOST:PORT`", highlight=False)

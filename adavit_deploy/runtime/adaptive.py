@@ -26,7 +26,7 @@ from ..bundle import Manifest, bundle_file, read_manifest, variant_key
 from ..config import Thresholds
 from ..cost import sample_gmacs
 from ..decisions import NAMES, ffn_tokens, select
-from ..errors import InputError
+from ..errors import ConfigError, InputError
 from ..inputs import check_finite
 from .backends import Backend, Runner, get_backend
 from .backends.base import Closable
@@ -309,6 +309,8 @@ def load_bundle(
     """
     manifest = read_manifest(path)
     if not isinstance(backend, str):
+        if cache_dir is not None:
+            raise ConfigError("cache_dir is for a backend made by name: give it to the backend (OvBackend(cache_dir=...))")
         return AdaptiveRuntime(path, manifest, backend, budget, precision, tactic=tactic)
     check_tactic(tactic)  # a typo costs no backend start (TensorRT's is seconds)
     owned = get_backend(backend, threads, cache_dir=cache_dir)

@@ -72,6 +72,13 @@ class ServeBenchReport:
         return next((r for r in self.results if r["model"] == model and r["concurrency"] == concurrency), None)
 
 
+def check_address(url: str) -> None:
+    """``HOST:PORT`` of a server (no scheme, a port 1..65535): checked before any client is made."""
+    host, _, port = url.rpartition(":")
+    if "://" in url or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"server address {url!r}: give HOST:PORT, e.g. 127.0.0.1:8000 (no http://; a port 1..65535)")
+
+
 def parse_concurrency(value: str | Sequence[int]) -> tuple[int, ...]:
     try:
         levels = tuple(int(v) for v in (value.split(",") if isinstance(value, str) else value))
@@ -250,8 +257,13 @@ def run_load(url: str, protocol: str = "http", concurrency: str | Sequence[int] 
     of ``url``'s host). A failed request counts as an error, never stops the run.
     """
     levels = parse_concurrency(concurrency)
-    if duration <= 0 or rounds < 1:
-        raise ConfigError(f"{param('duration')} must be > 0 (got {duration}) and rounds >= 1 (got {rounds})")
+    check_address(url)
+    if not 0 < metrics_port < 65536:
+        raise ConfigError(f"{param('metrics_port')} {metrics_port}: a port is 1..65535")
+    if not duration > 0:
+        raise ConfigError(f"{param('duration')} must be > 0, got {duration}")
+    if rounds < 1:
+        raise ConfigError(f"{param('rounds')} must be >= 1, got {rounds}")
     host = url.rsplit(":", 1)[0]
     metrics_url = metrics_url or f"http://{host}:{metrics_port}/metrics"
     probe = Client(url, protocol)

@@ -65,6 +65,8 @@ class RepositoryOptions:
         if self.backend not in BACKENDS:
             raise ConfigError(f"unknown backend {self.backend!r}: choose one of {', '.join(BACKENDS)}")
         check_precision(self.precision)
+        if self.precision == "bf16" and self.backend != "ov":
+            raise ConfigError(f"precision bf16 runs on the ov backend (OpenVINO), not on {self.backend}")
 
 
 def _dims(shape: tuple[int, ...]) -> str:

@@ -58,3 +58,10 @@ def test_bench_url_still_works_and_names_its_new_command(runner):
     )
     help_text = runner.invoke(app, ["bench", "--help"]).output
     assert "--url" not in help_text and "--concurrency" not in help_text and "bench-server" in help_text
+
+
+@pytest.mark.parametrize("address", ["http://127.0.0.1:8000", "127.0.0.1:99999", "127.0.0.1:abc", "8000"])
+def test_bench_server_checks_its_address_first(runner, address):
+    result = runner.invoke(app, ["bench-server", address])
+    assert result.exit_code == 1
+    assert result.output.startswith(f"error: server address {address!r}: give HOST:PORT") and result.output.count("\n") == 1

@@ -32,7 +32,7 @@ import numpy as np
 
 from ...atomic import atomic_file
 from ...bundle import Artifact, bundle_file
-from ...errors import BackendError
+from ...errors import BackendError, ConfigError, param
 from ...machine import cpu_flags, cpu_model
 from .base import Backend, Runner, resolve_threads
 
@@ -74,6 +74,20 @@ class OvRunner(Runner):
         self.compiled = None
 
 
+def _cache_dir(cache_dir: str | Path | None) -> Path | None:
+    """The compiled-model cache directory, made now (``~`` expanded): a bad one is one line before any compile."""
+    if cache_dir is None:
+        return None
+    if not isinstance(cache_dir, (str, Path)) or not str(cache_dir).strip():
+        raise ConfigError(f"{param('cache_dir')} {cache_dir!r}: give a directory path (or None: no cache)")
+    path = Path(cache_dir).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"{param('cache_dir')} {path}: cannot make it a directory ({e.strerror or type(e).__name__})") from None
+    return path
+
+
 def _name(port: Any, expected: list[str]) -> str:
     """The port's ONNX tensor name: OpenVINO gives a port every name its tensor had (an output may
     also be ``/Add_2_output_0``), so the manifest's name if it is one of them."""
@@ -103,7 +117,7 @@ class OvBackend(Backend):
         if device not in self.core.available_devices:
             raise BackendError(f"OpenVINO has no {device} device here (it has {', '.join(self.core.available_devices)})")
         self.version = ov.get_version()
-        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.cache_dir = _cache_dir(cache_dir)
 
     def fingerprint(self) -> dict[str, Any]:
         return {**super().fingerprint(), "openvino": self.version, "device": self.device, "threads": self.threads}
