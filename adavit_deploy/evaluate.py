@@ -21,6 +21,7 @@ from .atomic import atomic_file
 from .cost import dense_gmacs
 from .errors import AdaViTDeployError, InputError, param
 from .inputs import read_array, read_images
+from .machine import cpu_model
 from .parity import compare
 from .runtime import AdaptiveRuntime, load_bundle
 
@@ -149,13 +150,14 @@ def runnable_precisions(rt: AdaptiveRuntime) -> list[str]:
     return [*rt.manifest.precisions, "bf16"]
 
 
-def to_json(rows: list[EvalRow], dense_top1: float, data: str) -> dict:
-    return {"data": data, "dense_top1": dense_top1, "rows": [asdict(r) for r in rows]}
+def to_json(rows: list[EvalRow], dense_top1: float, data: str, backend: str = "ort") -> dict:
+    """The table and where it was measured (backends differ in the last bits: bf16, fp16 on OpenVINO)."""
+    return {"data": data, "backend": backend, "cpu": cpu_model(), "dense_top1": dense_top1, "rows": [asdict(r) for r in rows]}
 
 
-def save_json(path: str | Path, rows: list[EvalRow], dense_top1: float, data: str) -> Path:
+def save_json(path: str | Path, rows: list[EvalRow], dense_top1: float, data: str, backend: str = "ort") -> Path:
     """Write ``to_json``'s table to ``path``, atomically."""
     path = Path(path)
     with atomic_file(path, "--json") as tmp:
-        tmp.write_text(json.dumps(to_json(rows, dense_top1, data), indent=2) + "\n")
+        tmp.write_text(json.dumps(to_json(rows, dense_top1, data, backend), indent=2) + "\n")
     return path

@@ -204,7 +204,7 @@ def print_bench(console: Console, report) -> None:
         )
     versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items())
     console.print(
-        f"{s['images']['count']} inputs ({escape(s['images']['source'])}); backend {s['backend']}, {s['threads']} threads, "
+        f"{s['images']['count']} inputs ({escape(s['images']['source'])}); backend {s['backend']}, {s['threads']} thread{'s' if s['threads'] != 1 else ''}, "
         f"tactics {', '.join(f'{p} {t}' for p, t in s.get('tactics', {}).items()) or 'default'}, "
         f"{escape(env['cpu'])} ({', '.join(env.get('cpu_flags', [])) or 'no AVX2'}); {versions}",
         highlight=False,

@@ -111,7 +111,7 @@ def evaluate(
             progress=lambda msg: status.update(f"evaluating: {msg}"),
         )
         if json_out:
-            save_json(json_out, rows, dense_top1, source)
+            save_json(json_out, rows, dense_top1, source, backend)
         if plot:
             plot_tradeoff(rows, dense_top1, f"{bundle.name} on {source}", plot)
     render.print_evaluation(console, rows, dense_top1, source)
