@@ -145,6 +145,24 @@ def _fields(cls: type) -> tuple[dict[str, Any], dict[str, dataclasses.Field]]:
     return typing.get_type_hints(cls), {f.name: f for f in dataclasses.fields(cls) if f.init}
 
 
+class Saved:
+    """A report that is a document: ``save`` and ``load`` through its class's ``DOCUMENT``, both ways typed."""
+
+    DOCUMENT: typing.ClassVar[Document]
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(self.DOCUMENT.dumps(self))
+
+    def save(self, path: str | Path) -> Path:
+        """Write the report as JSON, atomically."""
+        return self.DOCUMENT.write(path, self, "--json")
+
+    @classmethod
+    def load(cls, path: str | Path) -> Any:
+        """A saved report, every field checked (one line naming the file and field if not)."""
+        return cls.DOCUMENT.read(Path(path).read_bytes(), str(path), cls)
+
+
 def _plain(hint: Any, value: Any) -> bool:
     """Whether ``value`` already is a JSON scalar of type ``hint`` (the cheap case of a union member)."""
     if hint is str:

@@ -8,14 +8,12 @@ documents the JSON.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-from ..documents import Document
+from ..documents import Document, Saved
 from ..errors import InputError
 from ..runtime import RoutingStats
 from .engines import split_engine
@@ -26,8 +24,10 @@ DOCUMENT = Document("bench report", "bench report", SCHEMA, SCHEMA_VERSION, "run
 
 
 @dataclass
-class BenchReport:
-    """Everything one ``bench`` run measured; JSON-serialisable (``docs/bench.md``)."""
+class BenchReport(Saved):
+    """Everything one ``bench`` run measured; JSON-serialisable (``docs/bench.md``), ``save`` / ``load``."""
+
+    DOCUMENT: ClassVar[Document] = DOCUMENT
 
     results: list[dict[str, Any]]
     comparisons: list[dict[str, Any]]
@@ -39,18 +39,6 @@ class BenchReport:
     gmacs: dict[str, Any] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
     precision_parity: dict[str, Any] = field(default_factory=dict)  # "adaptive.int8" -> vs "adaptive"
-
-    def to_dict(self) -> dict[str, Any]:
-        return json.loads(DOCUMENT.dumps(self))
-
-    def save(self, path: str | Path) -> Path:
-        """Write the report as JSON, atomically."""
-        return DOCUMENT.write(path, self, "--json")
-
-    @classmethod
-    def load(cls, path: str | Path) -> "BenchReport":
-        """A saved report, every field checked (one line naming the file and field if not)."""
-        return DOCUMENT.read(Path(path).read_bytes(), str(path), cls)
 
     def result(self, engine: str, batch_size: int) -> dict[str, Any] | None:
         return next((r for r in self.results if r["engine"] == engine and r["batch_size"] == batch_size), None)

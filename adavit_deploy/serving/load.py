@@ -13,7 +13,6 @@ counters. Every loop is bounded by time; every request by a network timeout.
 from __future__ import annotations
 
 import importlib
-import json
 import re
 import threading
 import time
@@ -21,12 +20,12 @@ import urllib.request
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
 
 from ..bench import environment
-from ..documents import Document
+from ..documents import Document, Saved
 from ..errors import BackendError, ConfigError, InputError, param
 from .repository import DENSE_SUFFIX
 
@@ -48,25 +47,15 @@ Progress = Callable[[str, int, int], None]
 
 
 @dataclass
-class ServeBenchReport:
-    """What one ``bench-server`` run measured; JSON-serialisable (``docs/SERVING.md``)."""
+class ServeBenchReport(Saved):
+    """What one ``bench-server`` run measured; JSON-serialisable (``docs/SERVING.md``), ``save`` / ``load``."""
+
+    DOCUMENT: ClassVar[Document] = DOCUMENT
 
     results: list[dict[str, Any]]
     comparisons: list[dict[str, Any]]
     settings: dict[str, Any]
     environment: dict[str, Any]
-
-    def to_dict(self) -> dict[str, Any]:
-        return json.loads(DOCUMENT.dumps(self))
-
-    def save(self, path: str | Path) -> Path:
-        """Write the report as JSON, atomically."""
-        return DOCUMENT.write(path, self, "--json")
-
-    @classmethod
-    def load(cls, path: str | Path) -> "ServeBenchReport":
-        """A saved report, every field checked (one line naming the file and field if not)."""
-        return DOCUMENT.read(Path(path).read_bytes(), str(path), cls)
 
     def result(self, model: str, concurrency: int) -> dict[str, Any] | None:
         return next((r for r in self.results if r["model"] == model and r["concurrency"] == concurrency), None)
