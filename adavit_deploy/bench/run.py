@@ -36,7 +36,7 @@ import numpy as np
 
 from ..bundle import MANIFEST, is_bundle
 from ..cost import dense_gmacs
-from ..errors import AdaViTDeployError, BackendError, ConfigError, InputError, param
+from ..errors import BackendError, ConfigError, InputError, param
 from ..extras import require_export
 from ..parity import compare, parity_report
 from ..runtime import AdaptiveRuntime, load_bundle
@@ -105,9 +105,10 @@ def _baselines(
             continue
         for name in dense:
             try:
-                rt = stack.enter_context(AdaptiveRuntime(bundle, manifest, impl, budget, split_engine(name)[1]))
-            except AdaViTDeployError:  # a precision this backend does not run (bf16 on ort)
+                impl.check_precision(split_engine(name)[1])
+            except BackendError:  # a precision this backend does not run (bf16 on ort)
                 continue
+            rt = stack.enter_context(AdaptiveRuntime(bundle, manifest, impl, budget, split_engine(name)[1]))
             engines.append(Engine(f"{name}@{other}", rt.dense))
     return engines
 

@@ -45,6 +45,15 @@ def resolve_threads(threads: int) -> int:
     return int(threads) or cores
 
 
+#: Graphs small enough that waking a pool costs more than it saves: every CPU backend runs them on one thread.
+CALLER_THREAD_GRAPHS = ("policy_", "head.")
+
+
+def graph_threads(artifact: Artifact, threads: int) -> int:
+    """The threads one graph runs on: 1 for the small graphs (``CALLER_THREAD_GRAPHS``), else ``threads``."""
+    return 1 if Path(artifact.file).name.startswith(CALLER_THREAD_GRAPHS) else threads
+
+
 class Closable:
     """Polygraphy's lifecycle: ``close()`` (idempotent), ``with`` use, a one-line error after close."""
 

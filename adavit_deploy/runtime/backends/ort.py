@@ -10,7 +10,7 @@ import numpy as np
 
 from ...bundle import Artifact, bundle_file
 from ...errors import BackendError
-from .base import Backend, Runner, resolve_threads
+from .base import Backend, Runner, graph_threads, resolve_threads
 
 
 def _onnxruntime():
@@ -102,8 +102,6 @@ def session_options(threads: int = 0, *, optimize: bool = True, profile_prefix: 
     return options
 
 
-#: Graphs small enough that waking a pool costs more than it saves: they run on the calling thread alone.
-CALLER_THREAD_GRAPHS = ("policy_", "head.")
 
 
 class OrtRunner(Runner):
@@ -187,6 +185,5 @@ class OrtBackend(Backend):
             # ORT names a profile prefix + a millisecond timestamp: sessions made in the same
             # millisecond would share one file, so each session gets its own prefix
             prefix = self.profile_dir / f"{Path(artifact.file).stem}-{next(self._sessions)}"
-        threads = 1 if Path(artifact.file).name.startswith(CALLER_THREAD_GRAPHS) else self.threads
-        options = session_options(threads, profile_prefix=prefix)
+        options = session_options(graph_threads(artifact, self.threads), profile_prefix=prefix)
         return OrtRunner(bundle_file(bundle, artifact.file), artifact, options, self.providers)

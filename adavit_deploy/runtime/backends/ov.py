@@ -12,7 +12,7 @@ Per-call cost: the runtime alternates between dozens of small compiled
 models. Each has one stream (``PERFORMANCE_HINT=LATENCY``, ``NUM_STREAMS=1``)
 of ``threads`` threads, unpinned (pinning every model's stream to the same
 cores makes them fight). The policy and classifier graphs run on one thread
-(``CALLER_THREAD_GRAPHS``), as on ONNX Runtime. docs/PERFORMANCE.md has the
+(``base.CALLER_THREAD_GRAPHS``), as on ONNX Runtime. docs/PERFORMANCE.md has the
 measurements.
 
 Compiled models can be cached (``cache_dir``): one blob per graph, named by
@@ -34,10 +34,8 @@ from ...atomic import atomic_file
 from ...bundle import Artifact, bundle_file
 from ...errors import BackendError, ConfigError, param
 from ...machine import cpu_flags, cpu_model
-from .base import Backend, Runner, resolve_threads
+from .base import Backend, Runner, graph_threads, resolve_threads
 
-#: Graphs small enough that more threads cost more than they save (as ``ort.CALLER_THREAD_GRAPHS``).
-CALLER_THREAD_GRAPHS = ("policy_", "head.")
 #: The bundle precision -> OpenVINO's inference precision; ``bf16`` runs the fp32 graphs.
 INFERENCE_PRECISION = {"fp32": "f32", "fp16": "f32", "int8": "f32", "bf16": "bf16"}
 #: CPU flags (``/proc/cpuinfo``) with native bfloat16 arithmetic.
@@ -138,11 +136,10 @@ class OvBackend(Backend):
 
     def config(self, artifact: Artifact, precision: str) -> dict[str, str]:
         """The compile properties of one graph at one precision (every one explicit: no plugin default leaks in)."""
-        threads = 1 if Path(artifact.file).name.startswith(CALLER_THREAD_GRAPHS) else self.threads
         return {
             "PERFORMANCE_HINT": "LATENCY",
             "NUM_STREAMS": "1",
-            "INFERENCE_NUM_THREADS": str(threads),
+            "INFERENCE_NUM_THREADS": str(graph_threads(artifact, self.threads)),
             "ENABLE_CPU_PINNING": "NO",
             "INFERENCE_PRECISION_HINT": INFERENCE_PRECISION[precision],
             "EXECUTION_MODE_HINT": "PERFORMANCE" if precision == "bf16" else "ACCURACY",
@@ -158,8 +155,7 @@ class OvBackend(Backend):
                 compiled = self.core.compile_model(str(path), self.device, config)
             except RuntimeError as e:  # OpenVINO's errors are multi-line: the first says what
                 raise BackendError(f"{path}: OpenVINO cannot compile it: {str(e).strip().splitlines()[0]}") from None
-            if blob is not None:
-                blob.parent.mkdir(parents=True, exist_ok=True)
+            if blob is not None:  # the directory was made with the backend
                 with atomic_file(blob, "the OpenVINO cache") as tmp:
                     tmp.write_bytes(compiled.export_model().getvalue())
         return OvRunner(artifact, compiled)
