@@ -12,33 +12,24 @@ from rich.markup import escape
 from .. import render
 from .app import LiteralHelpCommand, _errors, app, console
 from .options import (
+    DEMO_MODEL,
     Bf16,
     Budgets,
     Calib,
     CalibCount,
     Fp16,
-    HeadThreshold,
     Int8,
-    LayerThreshold,
-    NumHeads,
-    QkScale,
     Threads,
-    TokenThreshold,
-    TokenWithMlp,
-    _overrides,
+    checkpoint_overrides,
 )
 
 
 @app.command(cls=LiteralHelpCommand)
+@checkpoint_overrides
 def info(
     checkpoint: Annotated[Path, typer.Argument(help="AdaViT (reference format), bare state dict or dense DeiT checkpoint.")],
     json_out: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
-    num_heads: NumHeads = None,
-    token_with_mlp: TokenWithMlp = None,
-    head_threshold: HeadThreshold = None,
-    layer_threshold: LayerThreshold = None,
-    token_threshold: TokenThreshold = None,
-    qk_scale: QkScale = None,
+    overrides: Optional[dict] = None,  # the options of checkpoint_overrides
 ) -> None:
     """Show the architecture, decision flags, thresholds and cost detected in a checkpoint (DeiT or T2T-ViT family)."""
     from ..extras import require_export
@@ -49,7 +40,7 @@ def info(
 
         report = describe_checkpoint(
             checkpoint,
-            **_overrides(num_heads, token_with_mlp, head_threshold, layer_threshold, token_threshold, qk_scale),
+            **overrides,
         )
     if json_out:
         print(json.dumps(report, indent=2))
@@ -58,13 +49,10 @@ def info(
 
 
 @app.command(cls=LiteralHelpCommand)
+@checkpoint_overrides
 def export(
     checkpoint: Annotated[
-        Optional[Path],
-        typer.Argument(
-            help="AdaViT checkpoint (reference format, bare state dict or dense DeiT). "
-            "Default: the embedded demo model (AdaViT trained on handwritten digits)."
-        ),
+        Optional[Path], typer.Argument(help=f"AdaViT checkpoint (reference format, bare state dict or dense DeiT). {DEMO_MODEL}")
     ] = None,
     out: Annotated[
         Optional[Path], typer.Option("--out", "-o", help="Bundle directory [default: export/bundles/<checkpoint name>].")
@@ -78,12 +66,7 @@ def export(
     fp16: Fp16 = False,
     int8: Int8 = False,
     bf16: Bf16 = False,
-    num_heads: NumHeads = None,
-    token_with_mlp: TokenWithMlp = None,
-    head_threshold: HeadThreshold = None,
-    layer_threshold: LayerThreshold = None,
-    token_threshold: TokenThreshold = None,
-    qk_scale: QkScale = None,
+    overrides: Optional[dict] = None,  # the options of checkpoint_overrides
 ) -> None:
     """Trace the policy net, the pruned per-block graphs, stem, classifier and dense baseline to an ONNX bundle.
 
@@ -115,7 +98,7 @@ def export(
             fp16=fp16,
             int8=int8,
             bf16=bf16,
-            **_overrides(num_heads, token_with_mlp, head_threshold, layer_threshold, token_threshold, qk_scale),
+            **overrides,
         )
     from ..bundle import read_manifest
 

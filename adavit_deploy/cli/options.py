@@ -2,10 +2,43 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Callable, Optional
 
 import typer
+
+
+def option_group(name: str, options: dict[str, tuple[Any, Any]], build: Callable[..., Any]) -> Callable:
+    """Declare a set of options once for several commands: they take the place of parameter ``name``.
+
+    ``options`` maps each option's parameter name to ``(annotation, default)``;
+    Typer reads the command's signature, so the group's options are spliced
+    into it where ``name`` stood, and the command receives ``build(**values)``
+    as ``name``.
+    """
+
+    def decorate(command: Callable) -> Callable:
+        signature = inspect.signature(command)  # the group's own annotation may name a type imported late
+        params: list[inspect.Parameter] = []
+        for p in signature.parameters.values():
+            if p.name == name:
+                params += [inspect.Parameter(k, p.kind, default=d, annotation=a) for k, (a, d) in options.items()]
+            else:
+                hint = eval(p.annotation, command.__globals__) if isinstance(p.annotation, str) else p.annotation
+                params.append(p.replace(annotation=hint))
+
+        @functools.wraps(command)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            kwargs[name] = build(**{k: kwargs.pop(k) for k in options})
+            return command(*args, **kwargs)
+
+        run.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+        run.__annotations__ = {p.name: p.annotation for p in params}
+        return run
+
+    return decorate
 
 # -- options shared by the commands that read a checkpoint ---------------------
 NumHeads = Annotated[Optional[int], typer.Option(help="Heads per block, for checkpoints that do not say (dense DeiT).")]
@@ -45,24 +78,23 @@ BackendName = Annotated[
     ),
 ]
 Threads = Annotated[int, typer.Option(help="Intra-op threads (0: one per core).")]
+#: How a command that takes a checkpoint says what it runs without one.
+DEMO_MODEL = "Default: the embedded demo model (AdaViT trained on handwritten digits)."
 DemoBundle = Annotated[
     Optional[Path], typer.Argument(help="Bundle directory [default: export/bundles/ada_digits, the demo model's].")
 ]
 
 
-def _overrides(
-    num_heads: int | None,
-    token_with_mlp: bool | None,
-    head: float | None,
-    layer: float | None,
-    token: float | None,
-    qk_scale: float | None,
-) -> dict:
-    """The checkpoint-override options, as ``infer_config`` takes them (``None``: not given)."""
-    return dict(
-        num_heads=num_heads, token_with_mlp=token_with_mlp, head_threshold=head, layer_threshold=layer,
-        token_threshold=token, qk_scale=qk_scale,
-    )  # fmt: skip
+#: The options that override what a checkpoint says (``info``, ``export``): the command's ``overrides``, a dict
+#: as ``infer_config`` takes it (``None``: not given).
+checkpoint_overrides = option_group(
+    "overrides",
+    dict(
+        num_heads=(NumHeads, None), token_with_mlp=(TokenWithMlp, None), head_threshold=(HeadThreshold, None),
+        layer_threshold=(LayerThreshold, None), token_threshold=(TokenThreshold, None), qk_scale=(QkScale, None),
+    ),  # fmt: skip
+    dict,
+)
 
 
 # -- options shared by the commands that calibrate (export, calibrate) -----------

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from .. import render
 from .app import LiteralHelpCommand, _errors, app, console, err_console
-from .options import Budget, Precision, BackendName, DemoBundle
+from .options import BackendName, Budget, DemoBundle, Precision, option_group
+
+if TYPE_CHECKING:
+    from ..serving import RepositoryOptions
 
 
 # -- Triton Inference Server (adavit_deploy/serving/) -----------------------------
@@ -23,28 +26,30 @@ ServeThreads = Annotated[int, typer.Option(help="Intra-op threads of each instan
 ServeWithDense = Annotated[bool, typer.Option("--with-dense", help="Also serve the dense graph, as <name>_dense (A/B).")]
 
 
-def _repository_options(name, max_batch, queue_delay_us, instances, threads, backend, budget, precision, with_dense):
+def _repository_options(**values: object) -> RepositoryOptions:
     from ..serving import RepositoryOptions
 
-    return RepositoryOptions(
-        name=name, max_batch=max_batch, queue_delay_us=queue_delay_us, instances=instances, threads=threads,
-        backend=backend, budget=budget, precision=precision, with_dense=with_dense,
-    )  # fmt: skip
+    return RepositoryOptions(**values)
+
+
+#: The options of a served model (``triton-repo``, ``serve``): the command's ``options``, a ``RepositoryOptions``.
+repository_options = option_group(
+    "options",
+    dict(
+        name=(ServeName, "adavit"), max_batch=(ServeMaxBatch, 32), queue_delay_us=(ServeQueueDelay, 0),
+        instances=(ServeInstances, 1), threads=(ServeThreads, 0), backend=(BackendName, "ort"),
+        budget=(Budget, "native"), precision=(Precision, "fp32"), with_dense=(ServeWithDense, False),
+    ),  # fmt: skip
+    _repository_options,
+)
 
 
 @app.command("triton-repo", cls=LiteralHelpCommand)
+@repository_options
 def triton_repo(
     bundle: Annotated[Path, typer.Argument(help="Bundle directory written by `export`.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Repository directory to write.")],
-    name: ServeName = "adavit",
-    max_batch: ServeMaxBatch = 32,
-    queue_delay_us: ServeQueueDelay = 0,
-    instances: ServeInstances = 1,
-    threads: ServeThreads = 0,
-    backend: BackendName = "ort",
-    budget: Budget = "native",
-    precision: Precision = "fp32",
-    with_dense: ServeWithDense = False,
+    options: Optional["RepositoryOptions"] = None,  # the options of repository_options
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing repository directory.")] = False,
 ) -> None:
     """Write a Triton Inference Server model repository serving a bundle (docs/SERVING.md).
@@ -55,28 +60,20 @@ def triton_repo(
     """
     from ..serving import write_repository
 
-    options = _repository_options(name, max_batch, queue_delay_us, instances, threads, backend, budget, precision, with_dense)
     with _errors():
         path = write_repository(bundle, out, options, overwrite=overwrite)
     render.print_repository(console, path, options.models)
 
 
 @app.command(cls=LiteralHelpCommand)
+@repository_options
 def serve(
     bundle: DemoBundle = None,
     host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0: every interface).")] = "127.0.0.1",
     http_port: Annotated[int, typer.Option(help="HTTP/REST port (KServe v2 protocol).")] = 8000,
     grpc_port: Annotated[int, typer.Option(help="gRPC port.")] = 8001,
     metrics_port: Annotated[int, typer.Option(help="Prometheus metrics port.")] = 8002,
-    name: ServeName = "adavit",
-    max_batch: ServeMaxBatch = 32,
-    queue_delay_us: ServeQueueDelay = 0,
-    instances: ServeInstances = 1,
-    threads: ServeThreads = 0,
-    backend: BackendName = "ort",
-    budget: Budget = "native",
-    precision: Precision = "fp32",
-    with_dense: ServeWithDense = False,
+    options: Optional["RepositoryOptions"] = None,  # the options of repository_options
 ) -> None:
     """Serve a bundle on Triton Inference Server, in the foreground, until Ctrl-C or SIGTERM.
 
@@ -85,8 +82,6 @@ def serve(
     """
     from ..bundle import resolve_bundle
     from ..serving.server import serve as run_serve
-
-    options = _repository_options(name, max_batch, queue_delay_us, instances, threads, backend, budget, precision, with_dense)
 
     def ready(server) -> None:
         render.print_serving(err_console, bundle, options.models, server)

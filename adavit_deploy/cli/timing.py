@@ -11,18 +11,14 @@ from rich.markup import escape
 from .. import render
 from ..atomic import check_writable
 from .app import LiteralHelpCommand, _errors, _own_onnxruntime, _progress, app, console, err_console
-from .options import QkScale, Budget, Precision, BackendName, DemoBundle
+from .options import DEMO_MODEL, BackendName, Budget, DemoBundle, Precision, QkScale
 
 
 @app.command(cls=LiteralHelpCommand)
 def bench(
     target: Annotated[
         Optional[Path],
-        typer.Argument(
-            help="Bundle directory, or a checkpoint (exported to a temporary bundle first). "
-            "Default: the embedded demo model (AdaViT trained on handwritten digits).",
-            show_default=False,
-        ),
+        typer.Argument(help=f"Bundle directory, or a checkpoint (exported to a temporary bundle first). {DEMO_MODEL}", show_default=False),
     ] = None,
     backend: Annotated[
         str,
