@@ -140,12 +140,13 @@ def variant_key(graph: str, precision: str) -> str:
     return graph if check_precision(precision) in ("fp32", "bf16") else f"{graph}.{precision}"
 
 
-def split_variant(key: str) -> tuple[str, str]:
-    """The inverse of ``variant_key``: ``attn_0.int8`` -> ``("attn_0", "int8")``, ``attn_0`` -> fp32."""
-    graph, _, precision = key.partition(".")
-    if precision and precision not in GRAPH_PRECISIONS:
-        raise ConfigError(f"graph key {key!r}: {precision!r} is not one of {', '.join(GRAPH_PRECISIONS[1:])}")
-    return graph, precision or "fp32"
+def split_precision(key: str, precisions: tuple[str, ...] = PRECISIONS) -> tuple[str, str]:
+    """``NAME.PRECISION`` -> ``(NAME, PRECISION)``, no suffix: fp32. A graph key (the inverse of
+    ``variant_key``: ``attn_0.int8``, checked against ``GRAPH_PRECISIONS``) or an engine (``adaptive.bf16``)."""
+    name, _, precision = key.partition(".")
+    if precision and precision not in precisions:
+        raise ConfigError(f"{key!r}: {precision!r} is not one of {', '.join(precisions[1:])}")
+    return name, precision or "fp32"
 
 
 @dataclass
@@ -272,7 +273,7 @@ def check_graphs(manifest: Manifest, where: str) -> None:
         if key in ("constants", "calibration"):
             continue
         try:
-            name, precision = split_variant(key)
+            name, precision = split_precision(key, GRAPH_PRECISIONS)
         except ConfigError:
             raise BundleError(f"{where}: artifact {key!r} has an unknown precision suffix: re-export the bundle") from None
         graph = expected.get(name)

@@ -18,9 +18,10 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from ..bundle import PRECISIONS, sha256
+from ..bundle import PRECISIONS, sha256, split_precision
 from ..errors import ConfigError, param
 from ..extras import EXPORT_HINT, missing_export_module
+from ..lists import comma_items
 from ..runtime import AdaptiveRuntime, RoutingStats
 
 ENGINES = ("adaptive", "dense", "reference")
@@ -30,8 +31,7 @@ ROUNDS = 5
 
 def split_engine(name: str) -> tuple[str, str]:
     """``"adaptive.int8"`` -> ``("adaptive", "int8")``, ``"dense@ov"`` -> ``("dense", "fp32")``; no suffix is fp32."""
-    base, _, precision = name.partition("@")[0].partition(".")
-    return base, precision or "fp32"
+    return split_precision(name.partition("@")[0])
 
 
 def engine_backend(name: str, backend: str) -> str:
@@ -44,7 +44,7 @@ def parse_engines(value: str | Sequence[str]) -> tuple[str, ...]:
 
     ``adaptive`` and ``dense`` take a precision suffix (``.fp16``, ``.int8``).
     """
-    names = [n.strip() for n in (value.split(",") if isinstance(value, str) else value) if n.strip()]
+    names = comma_items(value)
     known = [*ENGINES, *(f"{e}.{p}" for e in ENGINES[:2] for p in PRECISIONS[1:])]  # no "@": baselines are added
     unknown = sorted(set(names) - set(known))
     if any("@" in n for n in unknown):

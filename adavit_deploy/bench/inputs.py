@@ -7,7 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import ConfigError, param
+from ..lists import positive_ints
 from ..runtime import AdaptiveRuntime
 
 DEFAULT_BATCH_SIZES = (1, 16)
@@ -17,15 +17,7 @@ DEFAULT_SAMPLES = 32
 
 def parse_batch_sizes(value: str | int | Sequence[int]) -> tuple[int, ...]:
     """``"1,16"`` (or ints) -> ``(1, 16)``: positive, duplicates dropped, order kept."""
-    parts = value.split(",") if isinstance(value, str) else [value] if isinstance(value, int) else list(value)
-    try:
-        sizes = [int(str(p).strip()) for p in parts]
-    except ValueError:
-        sizes = []
-    if not sizes or min(sizes) < 1:
-        shown = value if isinstance(value, str) else ",".join(map(str, parts))
-        raise ConfigError(f"{param('batch_sizes')} {shown!r}: expected comma-separated integers >= 1, e.g. 1,16")
-    return tuple(dict.fromkeys(sizes))
+    return positive_ints(value, "batch_sizes", "1,16")
 
 
 def load_pool(

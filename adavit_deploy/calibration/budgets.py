@@ -23,6 +23,7 @@ from ..bundle import NATIVE, Budget, budget_name
 from ..config import AdaViTConfig, Thresholds
 from ..cost import dense_gmacs
 from ..errors import ConfigError, param
+from ..lists import comma_items
 from ..runtime.adaptive import AdaptiveRuntime, InferResult
 from ..token_buckets import buckets_from_counts
 
@@ -43,8 +44,7 @@ Progress = Callable[[str], None]
 
 def parse_budgets(spec: str | list[str]) -> list[str]:
     """``"native,0.7,0.5"`` -> ``["native", "0.7", "0.5"]``; each a fraction of dense GMACs in (0, 1]."""
-    items = spec.split(",") if isinstance(spec, str) else list(spec)
-    names = [budget_name(item.strip()) for item in items]
+    names = [budget_name(item) for item in comma_items(spec)]
     if not names:
         raise ConfigError(f"{param('budgets')} is empty: give e.g. native,0.7,0.5")
     return list(dict.fromkeys(names))

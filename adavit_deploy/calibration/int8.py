@@ -137,6 +137,12 @@ def _find_patch_convs(model: onnx.ModelProto) -> list[onnx.NodeProto]:
     return found
 
 
+def _quantize_columns(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A weight matrix as symmetric int8 with one float32 scale per column (per output channel)."""
+    scale = (np.maximum(np.abs(m).max(0), 1e-12) / WEIGHT_QMAX).astype(np.float32)
+    return np.clip(np.rint(m / scale), -WEIGHT_QMAX, WEIGHT_QMAX).astype(np.int8), scale
+
+
 def _patch_matmul(model: onnx.ModelProto, conv: onnx.NodeProto, amax: float, p: str) -> tuple[list, list]:
     """(nodes, initializers) computing ``conv``'s output as an int8 Q/DQ MatMul on the patches."""
     inits = {t.name: t for t in model.graph.initializer}
@@ -149,8 +155,7 @@ def _patch_matmul(model: onnx.ModelProto, conv: onnx.NodeProto, amax: float, p: 
         raise CalibrationError(f"{conv.name}: needs a static input size divisible by the kernel, got {dims}: {NO_INT8}")
     ho, wo = dims[0] // kh, dims[1] // kw
     wm = w.reshape(o, -1).T  # (C*kh*kw, O): row c*kh*kw + i*kw + j, the patch's order below
-    sw = (np.maximum(np.abs(wm).max(0), 1e-12) / WEIGHT_QMAX).astype(np.float32)
-    wq = np.clip(np.rint(wm / sw), -WEIGHT_QMAX, WEIGHT_QMAX).astype(np.int8)
+    wq, sw = _quantize_columns(wm)
     s_a = np.float32(max(amax, 1e-12) / ACT_QMAX)
     i64 = lambda v, n: numpy_helper.from_array(np.array(v, np.int64), p + n)
     new_inits = [
@@ -227,8 +232,7 @@ def _layout(model: onnx.ModelProto, mm: _WeightMatMul, idx: np.ndarray, one: np.
     if not np.array_equal(np.sort(idx.ravel()), np.arange(w.size)):
         raise CalibrationError(f"{mm.node.name}: B is not a permutation of its weight: {NO_INT8}")
     b = w.ravel()[idx]
-    scale = (np.maximum(np.abs(b).max(0), 1e-12) / WEIGHT_QMAX).astype(np.float32)  # per column of B
-    bq = np.clip(np.rint(b / scale), -WEIGHT_QMAX, WEIGHT_QMAX).astype(np.int8)
+    bq, scale = _quantize_columns(b)
     kin, n = b.shape
     if one is None:
         return "const", bq, scale

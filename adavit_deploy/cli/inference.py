@@ -9,6 +9,7 @@ import typer
 
 from .. import render
 from ..atomic import check_writable
+from ..lists import comma_items
 from .app import LiteralHelpCommand, _errors, _own_onnxruntime, app, console
 from .options import Budget, Precision, BackendName, Threads, DemoBundle
 
@@ -104,8 +105,8 @@ def evaluate(
             bundle,
             images,
             labels,
-            budgets=budgets.split(",") if budgets else None,
-            precisions=precisions.split(",") if precisions else None,
+            budgets=comma_items(budgets) if budgets else None,
+            precisions=comma_items(precisions) if precisions else None,
             threads=threads,
             backend=backend,
             progress=lambda msg: status.update(f"evaluating: {msg}"),

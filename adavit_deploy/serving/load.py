@@ -27,6 +27,7 @@ import numpy as np
 from ..bench import environment
 from ..documents import Document, Saved
 from ..errors import BackendError, ConfigError, InputError, param
+from ..lists import positive_ints
 from .repository import DENSE_SUFFIX
 
 SCHEMA = "adavit-deploy/bench-serve"
@@ -69,13 +70,8 @@ def check_address(url: str) -> None:
 
 
 def parse_concurrency(value: str | Sequence[int]) -> tuple[int, ...]:
-    try:
-        levels = tuple(int(v) for v in (value.split(",") if isinstance(value, str) else value))
-    except ValueError:
-        raise ConfigError(f"{param('concurrency')} {value!r}: give comma-separated integers, e.g. 1,8,32") from None
-    if not levels or min(levels) < 1:
-        raise ConfigError(f"{param('concurrency')} {value!r}: every level must be >= 1")
-    return levels
+    """``"1,8,32"`` -> ``(1, 8, 32)``: clients in flight at each load level."""
+    return positive_ints(value, "concurrency", "1,8,32")
 
 
 def read_metrics(url: str) -> dict[str, dict[str, float]]:

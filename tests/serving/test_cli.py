@@ -45,7 +45,7 @@ def test_serve_without_bundle_needs_the_demo_export(runner, tmp_path, monkeypatc
 def test_bench_server_rejects_bad_concurrency(runner):
     result = runner.invoke(app, ["bench-server", "127.0.0.1:1", "--concurrency", "0,2"])
     assert result.exit_code == 1
-    assert result.output == "error: --concurrency '0,2': every level must be >= 1\n"
+    assert result.output == "error: --concurrency '0,2': expected comma-separated integers >= 1, e.g. 1,8,32\n"
 
 
 def test_bench_url_still_works_and_names_its_new_command(runner):
@@ -54,7 +54,7 @@ def test_bench_url_still_works_and_names_its_new_command(runner):
     assert result.exit_code == 1
     assert result.output == (
         "note: `bench --url HOST:PORT` is now `adavit-deploy bench-server HOST:PORT`\n"
-        "error: --concurrency '0,2': every level must be >= 1\n"
+        "error: --concurrency '0,2': expected comma-separated integers >= 1, e.g. 1,8,32\n"
     )
     help_text = runner.invoke(app, ["bench", "--help"]).output
     assert "--url" not in help_text and "--concurrency" not in help_text and "bench-server" in help_text
