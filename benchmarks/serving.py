@@ -115,7 +115,7 @@ def measure(bundle: Path, args: argparse.Namespace) -> None:
 
     from adavit_deploy import load_bundle
     from adavit_deploy.serving import RepositoryOptions, write_repository
-    from adavit_deploy.serving.load import load_images, parse_concurrency, run_load
+    from adavit_deploy.bench.server import load_images, parse_concurrency, run_load
     from adavit_deploy.runtime.backends.ort import use_process_pool
     from adavit_deploy.serving.server import TritonServer
 

@@ -187,8 +187,8 @@ def bench_server(
 
 def _bench_url(url: str, protocol: str, concurrency: str, duration: float, images: Optional[Path], model: str,
                metrics_port: int, json_out: Optional[Path]) -> None:  # fmt: skip
-    """Load a Triton server (adavit_deploy/serving/load.py) and print its table."""
-    from ..serving.load import run_load
+    """Load a Triton server (adavit_deploy/bench/server.py) and print its table."""
+    from ..bench.server import run_load
 
     with _errors(), console.status("loading the server") as status:
         if json_out:

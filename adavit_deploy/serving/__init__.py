@@ -1,4 +1,6 @@
-"""Serving bundles on Triton Inference Server: a model repository, the server process, a load client.
+"""Serving bundles on Triton Inference Server: a model repository, the server process.
+
+The load client that measures a running server is ``bench/server.py`` (``bench-server``).
 
 The adaptive runtime runs inside Triton's Python backend (``model.py``, one
 runtime per model instance); Triton's dynamic batcher turns concurrent

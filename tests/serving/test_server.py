@@ -28,7 +28,7 @@ from tritonclient.utils import InferenceServerException  # noqa: E402
 from adavit_deploy import load_bundle  # noqa: E402
 from adavit_deploy.errors import AdaViTDeployError, BackendError, ConfigError  # noqa: E402
 from adavit_deploy.serving import RepositoryOptions, write_repository  # noqa: E402
-from adavit_deploy.serving.load import Client, run_load  # noqa: E402
+from adavit_deploy.bench.server import Client, run_load  # noqa: E402
 from adavit_deploy.serving.server import TritonServer, find_triton, serve  # noqa: E402
 
 try:

@@ -24,11 +24,11 @@ from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
 
-from ..bench import environment
 from ..documents import Document, Saved
 from ..errors import BackendError, ConfigError, InputError, param
 from ..lists import positive_ints
-from .repository import DENSE_SUFFIX
+from ..serving.repository import DENSE_SUFFIX
+from .environment import environment
 
 SCHEMA = "adavit-deploy/bench-serve"
 SCHEMA_VERSION = 1
