@@ -12,19 +12,7 @@ from adavit_deploy.errors import BundleError, ConfigError, InputError
 from adavit_deploy.export import export_bundle
 from adavit_deploy.model import load_model
 from adavit_deploy.runtime import load_bundle
-
-
-@pytest.fixture
-def reference_runtime(reference_case, reference_bundle):
-    return load_bundle(reference_bundle(reference_case.name))
-
-
-@pytest.mark.parametrize("batch", [8, 1])
-def test_matches_reference_fixtures(reference_case, reference_runtime, batch):
-    """Same decisions exactly, logits within 1e-4, whole batch and one at a time."""
-    res = reference_runtime.infer(reference_case.images, batch_size=batch)
-    assert_matches(res, reference_case.logits, reference_case.decisions)
-    assert res.logits.shape == (8, 10)
+from adavit_deploy.runtime.tactics import TACTICS
 
 
 def test_all_heads_dropped_edge_case_is_exercised(load_reference_case, reference_bundle):
@@ -48,18 +36,21 @@ def test_all_heads_dropped_edge_case_is_exercised(load_reference_case, reference
     ids=["full", "tokens-msa-only", "keep2-normpolicy", "no-heads", "no-tokens", "tokens-only"],
 )
 def test_matches_pytorch_model_for_every_layout(exported, images, flags):
+    """The default runtime, and each tactic forced where the model drops heads (``masked`` runs every
+    head from constant weights with the dropped ones zeroed): the PyTorch model's decisions and logits."""
     ckpt, bundle = exported(**flags)
     model, _ = load_model(ckpt)
-    rt = load_bundle(bundle)
     x = images(model.cfg, batch=6, seed=5)
     with torch.no_grad():
         ref = model(x)
-    res = rt.infer(x.numpy())
-    np.testing.assert_allclose(res.logits, ref.logits.numpy(), atol=1e-4)
-    for key in ("head_select", "layer_select", "token_select"):
-        np.testing.assert_array_equal(getattr(res, key), getattr(ref, key).numpy(), err_msg=key)
-    assert res.gmacs.shape == (6,)
-    assert np.all(res.gmacs <= dense_gmacs(model.cfg) + 1e-9)
+    decisions = {key: getattr(ref, key).numpy() for key in ("head_select", "layer_select", "token_select")}
+    for tactic in (None, *TACTICS) if model.cfg.head_select else (None,):
+        with load_bundle(bundle, tactic=tactic) as rt:
+            res = rt.infer(x.numpy())
+        assert_matches(res, ref.logits.numpy(), decisions)
+        assert tactic is None or res.routing.tactics[tactic] > 0, (tactic, res.routing.tactics)
+        assert res.gmacs.shape == (6,)
+        assert np.all(res.gmacs <= dense_gmacs(model.cfg) + 1e-9)
 
 
 def test_groups_pad_and_route_exactly(exported, images):
