@@ -338,7 +338,7 @@ def test_kernel_time_attributes_profiled_kernels_to_each_engine(calibrated, monk
     """``benchmarks/kernel_time.py``: every engine's kernels are found, int8 ones run int8 GEMMs."""
     # a script run from its own folder (it imports its sibling adaptive_vs_dense): pytest's
     # syspath_prepend puts that folder first for this test only and restores sys.path after it
-    monkeypatch.syspath_prepend(Path(__file__).resolve().parents[1] / "benchmarks")
+    monkeypatch.syspath_prepend(Path(__file__).resolve().parents[2] / "benchmarks")
     kernel_time = importlib.import_module("kernel_time")
     wall, kernels = kernel_time.measure(calibrated[0], batch=2, threads=0, reps=2)
     assert set(wall) == set(kernels) == set(kernel_time.ENGINES)

@@ -20,7 +20,7 @@ from adavit_deploy.runtime.backends import get_backend, resolve_threads
 from adavit_deploy.runtime.backends.ort import OrtBackend
 from checks import one_line as _one_line
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """The T2T-ViT family: stem, config, checkpoint detection, attention scale, export.
 
 Parity with the reference on the two T2T fixtures runs with the DeiT ones
-(``FIXTURE_NAMES`` in conftest: test_model.py, test_runtime.py).
+(``FIXTURE_NAMES`` in conftest: model/test_adavit.py, runtime/test_adaptive.py).
 """
 
 from __future__ import annotations

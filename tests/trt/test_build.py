@@ -1,6 +1,6 @@
 """build-trt on CPU: what would be built (plan, profiles), argument checks, the graphs fed to TensorRT.
 
-Building itself needs TensorRT and a GPU: tests/test_tensorrt_backend.py. Here, everything
+Building itself needs TensorRT and a GPU: tests/runtime/backends/test_trt.py. Here, everything
 around it: the plan per precision and TensorRT major version, one-line CLI
 errors (TensorRT is hidden with ``sys.modules["tensorrt"] = None`` so the
 "not installed" path is tested on any machine), and the graphs TensorRT would
