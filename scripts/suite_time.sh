@@ -5,7 +5,7 @@
 set -euo pipefail
 root=$(git rev-parse --show-toplevel)
 work=$(mktemp -d)
-trap 'git -C "$root" worktree remove --force "$work/old" >/dev/null 2>&1; git -C "$root" worktree remove --force "$work/new" >/dev/null 2>&1; rm -rf "$work"' EXIT
+trap 'git -C "$root" worktree remove --force "$work/old" >/dev/null 2>&1; [ -d "$work/new" ] && git -C "$root" worktree remove --force "$work/new" >/dev/null 2>&1; rm -rf "$work"' EXIT
 git -C "$root" worktree add --detach "$work/old" "$1" >/dev/null 2>&1
 [ -d "$root/../shared" ] && ln -s "$(cd "$root/../shared" && pwd)" "$work/shared"  # the fixtures' tests run in both
 new=$root
