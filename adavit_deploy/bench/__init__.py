@@ -4,7 +4,9 @@ One file per concern: ``run.py`` (``bench`` itself), ``engines.py`` (the
 engines and the interleaved timing loop), ``memory.py`` (peak RSS in child
 processes), ``report.py`` (``BenchReport`` and its arithmetic),
 ``environment.py`` (where it ran), ``inputs.py`` (batch sizes, the input
-pool), ``server.py`` (``bench-server``: load on a running Triton server). The figure is ``adavit_deploy.plots.plot_report`` (plots read reports; bench imports no plot).
+pool), ``server.py`` (``bench-server``: load on a running Triton server).
+The figure is ``adavit_deploy.plots.plot_report`` (plots read reports; bench
+imports no plot).
 """
 
 from .engines import ENGINES, Engine, parse_engines, split_engine, time_engines
