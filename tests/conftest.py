@@ -9,6 +9,7 @@ copies it first.
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -213,6 +214,21 @@ def half_gmacs_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cfg = AdaViTConfig.from_flags(**SMALL_ARCH)
     d = tmp_path_factory.mktemp("half-gmacs")
     return export_bundle(random_checkpoint(cfg, d / "random.pth"), d / "bundle", max_batch=4)
+
+
+@pytest.fixture(scope="session")
+def budgets_bundle(half_gmacs_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``half_gmacs_bundle``'s model with budgets native, 0.35 and 0.25, calibrated on 32 seeded images."""
+    from adavit_deploy.bundle import read_manifest
+    from adavit_deploy.calibrate import calibrate_bundle
+
+    d = tmp_path_factory.mktemp("budgets")
+    bundle = Path(shutil.copytree(half_gmacs_bundle, d / "bundle"))
+    cfg = read_manifest(bundle, verify=False).model
+    rng = np.random.default_rng(5)
+    np.savez(d / "calib.npz", images=rng.standard_normal((32, cfg.in_chans, cfg.img_size, cfg.img_size), dtype=np.float32))
+    calibrate_bundle(bundle, budgets="native,0.35,0.25", calibration=d / "calib.npz")
+    return bundle
 
 
 @pytest.fixture(scope="session")

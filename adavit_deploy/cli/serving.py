@@ -24,6 +24,17 @@ ServeQueueDelay = Annotated[
 ServeInstances = Annotated[int, typer.Option(help="Model instances (each runs one batch at a time).")]
 ServeThreads = Annotated[int, typer.Option(help="Intra-op threads of each instance's runtime (0: one per core).")]
 ServeWithDense = Annotated[bool, typer.Option("--with-dense", help="Also serve the dense graph, as <name>_dense (A/B).")]
+ServeSlo = Annotated[
+    float,
+    typer.Option(
+        help="Latency SLO in milliseconds (0: off). Requests without a budget (or with 'auto') get the one an SLO "
+        "controller picks from the measured load: native down to the cheapest calibrated budget (docs/SERVING.md)."
+    ),
+]
+ServeMinBudget = Annotated[
+    Optional[str],
+    typer.Option(help="The cheapest budget the SLO controller may use [default: the bundle's cheapest].", show_default=False),
+]
 
 
 def _repository_options(**values: object) -> RepositoryOptions:
@@ -39,6 +50,7 @@ repository_options = option_group(
         name=(ServeName, "adavit"), max_batch=(ServeMaxBatch, 32), queue_delay_us=(ServeQueueDelay, 0),
         instances=(ServeInstances, 1), threads=(ServeThreads, 0), backend=(BackendName, "ort"),
         budget=(Budget, "native"), precision=(Precision, "fp32"), with_dense=(ServeWithDense, False),
+        slo_ms=(ServeSlo, 0.0), min_budget=(ServeMinBudget, None),
     ),  # fmt: skip
     _repository_options,
 )

@@ -17,12 +17,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
 from ..atomic import atomic_file
-from ..bundle import Manifest, bundle_file, read_manifest, variant_key
+from ..bundle import Manifest, budget_name, bundle_file, read_manifest, variant_key
 from ..config import Thresholds
 from ..cost import sample_gmacs
 from ..decisions import NAMES, ffn_tokens, select
@@ -63,6 +63,30 @@ class InferResult:
             np.savez(f, logits=self.logits, gmacs=self.gmacs, **{k: getattr(self, k) for k in NAMES})
 
 
+@dataclass(frozen=True)
+class SampleThresholds:
+    """Thresholds per sample, ``(B, 1)`` float32 each: one batch that mixes budgets (a server's requests).
+
+    Each sample is compared with its own thresholds, so it gets the decisions it
+    would get alone at its budget; routing then groups samples by path as ever.
+    """
+
+    head: np.ndarray
+    layer: np.ndarray
+    token: np.ndarray
+
+    @classmethod
+    def of(cls, per_sample: Sequence[Thresholds]) -> "SampleThresholds":
+        return cls(*(np.array([[getattr(t, k)] for t in per_sample], np.float32) for k in ("head", "layer", "token")))
+
+    def rows(self, rows: slice) -> "SampleThresholds":
+        return SampleThresholds(self.head[rows], self.layer[rows], self.token[rows])
+
+
+#: What ``infer`` takes as a budget: a name, raw thresholds, or one name per sample.
+BudgetChoice = str | float | Thresholds | Sequence[str | float] | None
+
+
 class AdaptiveRuntime(Closable):
     """A loaded bundle: ``infer`` routes each input to its pruned path; ``dense`` runs the baseline.
 
@@ -93,6 +117,7 @@ class AdaptiveRuntime(Closable):
         self.owns_backend = owns_backend
         self.precision = backend.check_precision(manifest.check_precision(precision, bundle))
         self.budget = manifest.budget(budget)
+        self.budget_name = budget_name(budget)  # canonical: "native", "0.5"
         self._runners: dict[str, Runner] = {}
         self.tactic = check_tactic(tactic)
         self.tactics: TacticTable | None = None if tactic else table_for(
@@ -145,36 +170,44 @@ class AdaptiveRuntime(Closable):
         """Logits of the dense baseline graph (every decision on)."""
         return self.runner("dense")(images=self.check_images(images))["logits"]
 
-    def infer(
-        self, images: np.ndarray, batch_size: int | None = None, budget: str | float | Thresholds | None = None
-    ) -> InferResult:
+    def infer(self, images: np.ndarray, batch_size: int | None = None, budget: BudgetChoice = None) -> InferResult:
         """Logits, decisions and GMACs per sample; ``batch_size`` splits large inputs.
 
-        ``budget``: a budget of the bundle by name (``"native"``, ``0.5``), or
-        raw ``Thresholds`` (what calibration searches over); default: the runtime's.
+        ``budget``: a budget of the bundle by name (``"native"``, ``0.5``), raw
+        ``Thresholds`` (what calibration searches over), or a list or tuple of
+        names, one per sample (a server's batch of requests); default: the runtime's.
         """
         self.check_open()
-        images, thr = self.check_images(images), self._thresholds(budget)
+        images = self.check_images(images)
+        thr = self._thresholds(budget, len(images))
         if batch_size is None or batch_size >= len(images):
             return self._infer_batch(images, thr)
         if batch_size < 1:
             raise InputError(f"batch size must be >= 1, got {batch_size}")
-        return InferResult.concat(
-            [self._infer_batch(images[i : i + batch_size], thr) for i in range(0, len(images), batch_size)]
-        )
+        parts = []
+        for i in range(0, len(images), batch_size):
+            rows = slice(i, i + batch_size)
+            parts.append(self._infer_batch(images[rows], thr.rows(rows) if isinstance(thr, SampleThresholds) else thr))
+        return InferResult.concat(parts)
 
     def walk(self, images: np.ndarray, visit: Visit, budget: str | float | None = None) -> InferResult:
         """``infer`` on one batch, calling ``visit(block, x, layer, heads, tokens)`` before each
         block runs on ``x`` (the token buffer entering it): what the tuner times the stages on."""
-        return self._infer_batch(self.check_images(images), self._thresholds(budget), visit)
+        return self._infer_batch(self.check_images(images), self._thresholds(budget, len(images)), visit)
 
-    def _thresholds(self, budget: str | float | Thresholds | None) -> Thresholds:
-        """The runtime's budget (``None``), one of the bundle's by name, or raw ``Thresholds``."""
+    def _thresholds(self, budget: BudgetChoice, samples: int) -> Thresholds | SampleThresholds:
+        """The runtime's budget (``None``), one of the bundle's by name, raw ``Thresholds``, or one per sample."""
         if budget is None:
             return self.budget.thresholds
-        return budget if isinstance(budget, Thresholds) else self.manifest.budget(budget).thresholds
+        if isinstance(budget, Thresholds):
+            return budget
+        if isinstance(budget, (list, tuple)):
+            if len(budget) != samples:
+                raise InputError(f"{len(budget)} budgets for {samples} images: give one per image, or one name")
+            return SampleThresholds.of([self.manifest.budget(b).thresholds for b in budget])
+        return self.manifest.budget(budget).thresholds
 
-    def _infer_batch(self, images: np.ndarray, thr: Thresholds, visit: Visit | None = None) -> InferResult:
+    def _infer_batch(self, images: np.ndarray, thr: Thresholds | SampleThresholds, visit: Visit | None = None) -> InferResult:
         cfg = self.cfg
         # contiguous: routing gathers and scatters through a flat (B*N, C) view of it
         x = np.ascontiguousarray(self.runner("stem")(images=images)["tokens"])
@@ -191,17 +224,21 @@ class AdaptiveRuntime(Closable):
         decisions = [select(cfg, name, every_block[name], len(x)) for name in NAMES]
         return InferResult(logits, *decisions, sample_gmacs(cfg, *decisions), stats)
 
-    def _decide(self, block: int, x: np.ndarray, thr: Thresholds) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _decide(
+        self, block: int, x: np.ndarray, thr: Thresholds | SampleThresholds
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Stage 1: (B,2) sub-layers, (B,H) heads, (B,N) tokens, all bool."""
         B, N, _ = x.shape
         policy = f"policy_{block}"
         out = self.runner(policy)(x=x) if policy in self.manifest.artifacts else {}
-        # float32 thresholds: the reference compares float32 probabilities with a Python float
-        layer = out["layer"] > np.float32(thr.layer) if "layer" in out else np.ones((B, 2), bool)
-        heads = out["heads"] > np.float32(thr.head) if "heads" in out else np.ones((B, self.cfg.num_heads), bool)
+        # float32 thresholds (a scalar, or (B, 1) per sample): the reference compares float32
+        # probabilities with a Python float
+        t = {k: np.asarray(getattr(thr, k), np.float32) for k in ("layer", "head", "token")}
+        layer = out["layer"] > t["layer"] if "layer" in out else np.ones((B, 2), bool)
+        heads = out["heads"] > t["head"] if "heads" in out else np.ones((B, self.cfg.num_heads), bool)
         tokens = np.ones((B, N), bool)
         if "patches" in out:
-            tokens[:, 1:] = out["patches"] > np.float32(thr.token)
+            tokens[:, 1:] = out["patches"] > t["token"]
         return layer, heads, tokens
 
     def _block(

@@ -23,6 +23,7 @@ from ..bundle import budget_name, check_precision, read_manifest
 from ..config import AdaViTConfig
 from ..errors import ConfigError, param
 from ..runtime.backends import BACKENDS, resolve_threads
+from .slo import check_slo, ladder
 
 #: The dense baseline model's name is the adaptive model's plus this (``--with-dense``).
 DENSE_SUFFIX = "_dense"
@@ -47,6 +48,9 @@ class RepositoryOptions:
     budget: str = "native"
     precision: str = "fp32"
     with_dense: bool = False
+    #: > 0: requests without a budget get the SLO controller's (``serving/slo.py``), down to ``min_budget``.
+    slo_ms: float = 0.0
+    min_budget: str | None = None
 
     @property
     def models(self) -> list[str]:
@@ -67,14 +71,18 @@ class RepositoryOptions:
         check_precision(self.precision)
         if self.precision == "bf16" and self.backend != "ov":
             raise ConfigError(f"precision bf16 runs on the ov backend (OpenVINO), not on {self.backend}")
+        if self.slo_ms:
+            check_slo(self.slo_ms)
+        elif self.min_budget is not None:
+            raise ConfigError(f"{param('min_budget')} is the SLO controller's floor: give {param('slo_ms')} too")
 
 
 def _dims(shape: tuple[int, ...]) -> str:
     return ", ".join(map(str, shape))
 
 
-def _tensor(name: str, shape: tuple[int, ...]) -> str:
-    return f'  {{ name: "{name}", data_type: TYPE_FP32, dims: [ {_dims(shape)} ] }}'
+def _tensor(name: str, shape: tuple[int, ...], dtype: str = "TYPE_FP32") -> str:
+    return f'  {{ name: "{name}", data_type: {dtype}, dims: [ {_dims(shape)} ] }}'
 
 
 def _outputs(cfg: AdaViTConfig, dense: bool) -> list[tuple[str, tuple[int, ...]]]:
@@ -87,6 +95,7 @@ def _outputs(cfg: AdaViTConfig, dense: bool) -> list[tuple[str, tuple[int, ...]]
         ("layer_select", (len(cfg.layer_select), 2)),
         ("token_select", (len(cfg.token_select), cfg.num_tokens)),
         ("gmacs", (1,)),
+        ("budget", (1,)),  # the budget applied, by name (TYPE_STRING)
     ]
 
 
@@ -99,8 +108,10 @@ def model_config(name: str, cfg: AdaViTConfig, options: RepositoryOptions, dense
         "threads": str(options.threads),
         "budget": budget_name(options.budget),
         "precision": options.precision,
+        "slo_ms": f"{options.slo_ms:g}",
+        "min_budget": budget_name(options.min_budget) if options.min_budget else "",
     }
-    outputs = ",\n".join(_tensor(n, s) for n, s in _outputs(cfg, dense))
+    outputs = ",\n".join(_tensor(n, s, "TYPE_STRING" if n == "budget" else "TYPE_FP32") for n, s in _outputs(cfg, dense))
     parameters = "\n".join(f'parameters: {{ key: "{k}", value: {{ string_value: "{v}" }} }}' for k, v in params.items())
     return f"""{MARK}
 name: "{name}"
@@ -153,6 +164,8 @@ def write_repository(bundle: str | Path, out: str | Path, options: RepositoryOpt
     manifest = read_manifest(bundle)
     manifest.budget(options.budget)
     manifest.check_precision(options.precision, bundle)
+    if options.slo_ms:
+        ladder(manifest, options.min_budget)  # --min-budget names a rung
     with staged_directory(Path(out), overwrite, ours=_is_repository, what="a repository written by triton-repo") as stage:
         _write_model(stage, options.name, bundle, manifest.model, options, dense=False)
         if options.with_dense:

@@ -20,12 +20,13 @@ import pytest
 
 @pytest.fixture(scope="module")
 def bundle(request: pytest.FixtureRequest) -> Path:
-    """``ADAVIT_SERVE_BUNDLE``; else, where torch is installed, a tiny Ada-DeiT exported by the main suite."""
+    """``ADAVIT_SERVE_BUNDLE`` (budgets native, 0.35, 0.25); else, where torch is installed, a tiny
+    Ada-DeiT with those budgets, exported by the main suite."""
     path = os.environ.get("ADAVIT_SERVE_BUNDLE")
     if path:
         return Path(path)
     try:
-        return request.getfixturevalue("half_gmacs_bundle")
+        return request.getfixturevalue("budgets_bundle")
     except pytest.FixtureLookupError:  # the main suite's conftest (torch) is not loaded here
         pytest.skip("no bundle to serve: export one and set ADAVIT_SERVE_BUNDLE (.ci/serve does)")
 

@@ -24,7 +24,7 @@ def test_requests_get_their_rows_of_one_call(runtime, monkeypatch):
     expected = runtime.infer(x)
     calls = []
     infer = runtime.infer
-    monkeypatch.setattr(runtime, "infer", lambda images: calls.append(len(images)) or infer(images))
+    monkeypatch.setattr(runtime, "infer", lambda images, **kw: calls.append(len(images)) or infer(images, **kw))
     outcomes = run_batch(runtime, [x[:1], x[1:4], x[4:5], x[5:]])
     assert calls == [6]
     rows = np.concatenate([o["logits"] for o in outcomes])
@@ -55,7 +55,7 @@ def test_dense_mode(runtime):
 
 
 def test_runtime_failure_is_one_line_for_every_request_in_the_call(runtime, monkeypatch):
-    def broken(images):
+    def broken(images, **kw):
         raise RuntimeError("boom\n  File /secret/path.py, line 1")
 
     monkeypatch.setattr(runtime, "infer", broken)
@@ -64,3 +64,32 @@ def test_runtime_failure_is_one_line_for_every_request_in_the_call(runtime, monk
     error = RequestError("internal error in the adaptive runtime: RuntimeError", invalid_argument=False)
     assert outcomes[:2] == [error, error]
     assert outcomes[2].invalid_argument
+
+
+def test_mixed_budgets_in_one_call_equal_each_sample_alone(runtime):
+    """Each request at its own budget (and the default for none or ``auto``), in one call: what each
+    sample gets alone at that budget, and the budget applied is in the outputs."""
+    assert list(runtime.manifest.budgets) == ["native", "0.35", "0.25"]
+    x = _images(runtime, 5, seed=2)
+    outcomes = run_batch(runtime, [x[:1], x[1:3], x[3:4], x[4:5]], budgets=["0.250", "auto", "native", None],
+                         default_budget="0.35")  # fmt: skip
+    applied = ["0.25", "0.35", "0.35", "native", "0.35"]
+    got = {k: np.concatenate([o[k] for o in outcomes]) for k in outcomes[0]}
+    assert [b.decode() for b in got["budget"][:, 0]] == applied
+    for i, budget in enumerate(applied):
+        alone = runtime.infer(x[i : i + 1], budget=budget)
+        for key in ("head_select", "layer_select", "token_select"):
+            np.testing.assert_array_equal(got[key][i : i + 1], getattr(alone, key))
+        np.testing.assert_allclose(got["logits"][i : i + 1], alone.logits, rtol=0, atol=1e-5)
+        np.testing.assert_allclose(got["gmacs"][i, 0], alone.gmacs[0], rtol=1e-6)
+    assert len(set(got["gmacs"][:, 0])) > 1  # the budgets did differ
+
+
+def test_a_budget_the_bundle_lacks_fails_that_request_alone(runtime):
+    x = _images(runtime, 2)
+    bad, good = run_batch(runtime, [x[:1], x[1:]], budgets=["0.4", None])
+    have = ", ".join(runtime.manifest.budgets)
+    assert bad == RequestError(f"budget '0.4': this model serves budgets {have} (or auto: the server's choice)", True)
+    np.testing.assert_array_equal(good["logits"], runtime.infer(x[1:]).logits)
+    (nonsense,) = run_batch(runtime, [x[:1]], budgets=["fast"])
+    assert nonsense.invalid_argument and nonsense.message.startswith("budget 'fast': this model serves budgets native")
