@@ -109,12 +109,15 @@ class Client:
         self._client = self._tc.InferenceServerClient(url, **timeout)
         self._json = {"as_json": True} if protocol == "grpc" else {}
 
-    def infer(self, model: str, images: np.ndarray) -> dict[str, np.ndarray]:
-        """Every output of ``model`` for ``images`` (a batch of one or more)."""
+    def infer(self, model: str, images: np.ndarray, budget: str | None = None) -> dict[str, np.ndarray]:
+        """Every output of ``model`` for ``images`` (a batch of one or more), at ``budget`` (a request
+        parameter: a budget name or ``auto``; ``None``: the server's)."""
         tensor = self._tc.InferInput("images", list(images.shape), "FP32")
         tensor.set_data_from_numpy(images)
-        timeout = {"client_timeout": REQUEST_TIMEOUT_S} if self.protocol == "grpc" else {}
-        result = self._client.infer(model, [tensor], **timeout)
+        extra: dict[str, Any] = {"client_timeout": REQUEST_TIMEOUT_S} if self.protocol == "grpc" else {}
+        if budget is not None:
+            extra["parameters"] = {"budget": budget}
+        result = self._client.infer(model, [tensor], **extra)
         return {o["name"]: result.as_numpy(o["name"]) for o in result.get_response(**self._json)["outputs"]}
 
     def model_ready(self, model: str) -> bool:

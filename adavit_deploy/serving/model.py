@@ -51,19 +51,20 @@ class TritonPythonModel:
         self._metrics(config["name"], args["model_instance_name"])
 
     def _metrics(self, model, instance):
-        served = pb_utils.MetricFamily(
+        # a family must outlive its metrics: both are kept on the instance
+        self.families = [pb_utils.MetricFamily(
             name="adavit_images_total", description="Images served, by the budget applied", kind=pb_utils.MetricFamily.COUNTER
-        )
+        )]  # fmt: skip
         budgets = list(self.runtime.manifest.budgets)
-        self.served = {b: served.Metric(labels={"model": model, "budget": b}) for b in budgets}
+        self.served = {b: self.families[0].Metric(labels={"model": model, "budget": b}) for b in budgets}
         self.current = {}
         if self.controller is not None:
-            current = pb_utils.MetricFamily(
+            self.families.append(pb_utils.MetricFamily(
                 name="adavit_slo_budget",
                 description="1 for the budget the SLO controller gives requests without one, else 0",
                 kind=pb_utils.MetricFamily.GAUGE,
-            )
-            self.current = {r.budget: current.Metric(labels={"model": model, "instance": instance, "budget": r.budget})
+            ))
+            self.current = {r.budget: self.families[1].Metric(labels={"model": model, "instance": instance, "budget": r.budget})
                             for r in self.controller.rungs}  # fmt: skip
             self._show_budget()
 

@@ -88,7 +88,8 @@ def test_served_equals_in_process(server, protocol, images, expected):
     try:
         for x, want in zip(images, per_image):
             got = client.infer("adavit", x[None])
-            assert sorted(got) == sorted(["logits", "gmacs", *DECISIONS])
+            assert sorted(got) == sorted(["logits", "gmacs", "budget", *DECISIONS])
+            assert got["budget"].tolist() == [[b"native"]]
             for key in DECISIONS:
                 np.testing.assert_array_equal(got[key], getattr(want, key))
             np.testing.assert_allclose(got["logits"], want.logits, rtol=0, atol=1e-6)

@@ -91,8 +91,8 @@ def test_steps_back_up_when_load_falls():
     assert {b for lat, b in _window(served, 30.0, 35.0)} == {"native"}
 
 
-def test_ladder_of_a_bundle(budgets_bundle):
-    manifest = read_manifest(budgets_bundle)
+def test_ladder_of_a_bundle(bundle):
+    manifest = read_manifest(bundle)
     rungs = ladder(manifest)
     assert [r.budget for r in rungs] == ["native", "0.35", "0.25"]
     assert rungs[0].cost > rungs[1].cost > rungs[2].cost
