@@ -260,3 +260,34 @@ def plot_grid(
         draw_strip(fig.add_subplot(grid[2 * r + 1, c]), cfg, heads, layers, tokens, fontsize=7)
     fig.suptitle(f"blue: share of blocks that dropped the patch · {LEGEND}", fontsize=10)
     return _save(fig, out, "--out", dpi=100)
+
+
+# -- open-loop serving -------------------------------------------------------------------------
+
+
+def plot_open_loop(report, path: str | Path) -> Path:
+    """p99 latency and mean GMACs against the offered load, one line per policy, the SLO as a line."""
+    plt = pyplot()
+    fig, (lx, gx) = plt.subplots(1, 2, figsize=(12, 4.8))
+    policies = report.settings["policies"]
+    for policy in policies:
+        rows = sorted((r for r in report.open_loop if r["policy"] == policy), key=lambda r: r["offered_rps"])
+        x = [r["offered_rps"] for r in rows]
+        lx.plot(x, [r["p99_ms"] if r["p99_ms"] is not None else np.nan for r in rows], marker="o", label=policy)
+        if any(r["mean_gmacs"] is not None for r in rows):
+            gx.plot(x, [r["mean_gmacs"] if r["mean_gmacs"] is not None else np.nan for r in rows], marker="o", label=policy)
+    lx.axhline(report.slo_ms, color="black", ls="--", lw=1.2, label=f"SLO {report.slo_ms:g} ms")
+    lx.set_yscale("log")
+    lx.set_xlabel("offered load (requests / s)")
+    lx.set_ylabel("p99 latency (ms)")
+    lx.set_title("p99 latency under open-loop load", fontsize=11)
+    gx.set_xlabel("offered load (requests / s)")
+    gx.set_ylabel("mean GMACs per image")
+    gx.set_title("Compute spent per image", fontsize=11)
+    for ax in (lx, gx):
+        ax.grid(alpha=0.3)
+        ax.legend(frameon=False, fontsize=9)
+    env = report.environment
+    fig.suptitle(f"adavit-deploy bench-server (open loop): {report.settings['model']}; client on {env['cpu']}", fontsize=12)
+    fig.tight_layout()
+    return _save(fig, path, "--plot", dpi=120)

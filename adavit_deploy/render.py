@@ -231,3 +231,35 @@ def print_server_bench(console: Console, url: str, protocol: str, report) -> Non
     for r in report.results:
         for message in r["error_samples"]:
             console.print(f"[yellow]{escape(r['model'])} error:[/] {escape(message)}")
+
+
+def print_open_loop(console: Console, url: str, report) -> None:
+    """``bench-server --rates``: per rate and policy, offered and achieved load, latency, goodput, cost."""
+    capacity = f", capacity {report.capacity_rps:.1f} req/s" if report.capacity_rps else ""
+    title = escape(f"{url}: open-loop Poisson load (req/s, ms), SLO {report.slo_ms:g} ms{capacity}")
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    labelled = any("top1" in r for r in report.open_loop)
+    failed = any(r["errors"] + r["unanswered"] for r in report.open_loop)
+    columns = ["rate", "policy", "offered", "served", "p50", "p99", "in SLO", "GMACs", "budgets %"]
+    for column in columns + (["failed"] if failed else []) + (["top-1"] if labelled else []):
+        if column == "budgets %":  # the one column that may wrap, one budget a line
+            table.add_column(column, min_width=11)
+        else:
+            table.add_column(column, justify="left" if column == "policy" else "right", no_wrap=True)
+    for r in report.open_loop:
+        total = max(sum(r["budgets"].values()), 1)
+        mix = "\n".join(b if n == total else f"{b} {100 * n / total:.0f}" for b, n in r["budgets"].items())
+        cells = [
+            escape(r["rate"]), escape(r["policy"]), f"{r['offered_rps']:.0f}", f"{r['achieved_rps']:.0f}",
+            *(f"{r[k]:.0f}" if r[k] is not None else "-" for k in ("p50_ms", "p99_ms")), f"{r['goodput']:.1%}",
+            f"{r['mean_gmacs']:.3g}" if r["mean_gmacs"] is not None else "-", escape(mix) or "-",
+        ]  # fmt: skip
+        if failed:
+            cells.append(str(r["errors"] + r["unanswered"]))
+        if labelled:
+            cells.append(f"{r['top1']:.1%}" if r.get("top1") is not None else "-")
+        table.add_row(*cells)
+    _print_table(console, table)
+    for r in report.open_loop:
+        for message in r["error_samples"]:
+            console.print(f"[yellow]{escape(r['policy'])} error:[/] {escape(message)}")

@@ -128,18 +128,21 @@ class Client:
         except OSError as e:  # HTTP: nothing listens
             raise BackendError(f"cannot reach a Triton server at {self._url} ({e.strerror or e}): check the address (HOST:PORT) and that the server is up") from None
 
+    def config(self, model: str) -> dict[str, Any]:
+        """The model's configuration (``config.pbtxt`` as JSON)."""
+        config = self._client.get_model_config(model, **self._json)
+        return config.get("config", config)
+
     def input_shape(self, model: str) -> tuple[int, ...]:
         """The per-image shape of the model's ``images`` input."""
-        config = self._client.get_model_config(model, **self._json)
-        config = config.get("config", config)
-        return tuple(int(d) for d in config["input"][0]["dims"])
+        return tuple(int(d) for d in self.config(model)["input"][0]["dims"])
 
     def close(self) -> None:
         self._client.close()
 
 
 @dataclass
-class _Segment:
+class Segment:
     """The requests of one model at one concurrency, over every round."""
 
     latencies: list[float] = field(default_factory=list)
@@ -148,8 +151,8 @@ class _Segment:
     counters: dict[str, float] = field(default_factory=dict)
 
 
-def _worker(url: str, protocol: str, model: str, pool: np.ndarray, start: int, stop_at: float, seg: _Segment,
-            lock: threading.Lock) -> None:  # fmt: skip
+def _worker(url: str, protocol: str, model: str, pool: np.ndarray, start: int, stop_at: float, seg: Segment,
+            lock: threading.Lock, budget: str | None) -> None:  # fmt: skip
     # a connection per thread: tritonclient's HTTP client (gevent) cannot be used from another thread
     client = Client(url, protocol)
     try:
@@ -159,7 +162,7 @@ def _worker(url: str, protocol: str, model: str, pool: np.ndarray, start: int, s
             i += 1
             t = time.perf_counter()
             try:
-                client.infer(model, image)
+                client.infer(model, image, budget)
             except Exception as e:  # noqa: BLE001 - a failed request is a result to count, not a crash
                 with lock:
                     seg.errors.append(str(e).splitlines()[0] if str(e) else type(e).__name__)
@@ -170,12 +173,14 @@ def _worker(url: str, protocol: str, model: str, pool: np.ndarray, start: int, s
         client.close()
 
 
-def _run_segment(url: str, protocol: str, concurrency: int, model: str, pool: np.ndarray, seconds: float,
-                 seg: _Segment) -> None:  # fmt: skip
+def closed_loop(url: str, protocol: str, concurrency: int, model: str, pool: np.ndarray, seconds: float,
+                 seg: Segment, budget: str | None = None) -> None:  # fmt: skip
+    """``concurrency`` closed-loop clients for ``seconds``, each request at ``budget`` (None: the server's)."""
     lock = threading.Lock()
     start = time.perf_counter()
     stop_at = start + seconds
-    threads = [threading.Thread(target=_worker, args=(url, protocol, model, pool, k * 7, stop_at, seg, lock), daemon=True)
+    threads = [threading.Thread(target=_worker, args=(url, protocol, model, pool, k * 7, stop_at, seg, lock, budget),
+                                daemon=True)
                for k in range(concurrency)]  # fmt: skip
     for t in threads:
         t.start()
@@ -189,7 +194,7 @@ def _delta(after: dict[str, float], before: dict[str, float], into: dict[str, fl
         into[k] = into.get(k, 0.0) + after.get(k, 0.0) - before.get(k, 0.0)
 
 
-def _row(model: str, concurrency: int, seg: _Segment) -> dict[str, Any]:
+def _row(model: str, concurrency: int, seg: Segment) -> dict[str, Any]:
     ok = len(seg.latencies)
     c = seg.counters
     execs, count = c.get("nv_inference_exec_count", 0.0), c.get("nv_inference_count", 0.0)
@@ -263,11 +268,11 @@ def run_load(url: str, protocol: str = "http", concurrency: str | Sequence[int] 
     finally:
         probe.close()
     read_metrics(metrics_url)  # a clear error now, not after the run
-    segments = {(m, c): _Segment() for c in levels for m in models}
+    segments = {(m, c): Segment() for c in levels for m in models}
     total, done = len(levels) * rounds * len(models), 0
     for c in levels:
         for m in models:  # warm-up: the first batches of a fresh instance are slow
-            _run_segment(url, protocol, c, m, pool, warmup_s, _Segment())
+            closed_loop(url, protocol, c, m, pool, warmup_s, Segment())
         for r in range(rounds):
             for k in range(len(models)):
                 m = models[(k + r) % len(models)]
@@ -275,7 +280,7 @@ def run_load(url: str, protocol: str = "http", concurrency: str | Sequence[int] 
                     progress(f"{m}, concurrency {c}", done, total)
                 seg = segments[(m, c)]
                 before = read_metrics(metrics_url).get(m, {})
-                _run_segment(url, protocol, c, m, pool, duration / rounds, seg)
+                closed_loop(url, protocol, c, m, pool, duration / rounds, seg)
                 _delta(read_metrics(metrics_url).get(m, {}), before, seg.counters)
                 done += 1
     results = [_row(m, c, segments[(m, c)]) for c in levels for m in models]

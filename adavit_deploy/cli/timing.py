@@ -10,6 +10,7 @@ from rich.markup import escape
 
 from .. import render
 from ..atomic import check_writable
+from ..errors import ConfigError
 from .app import LiteralHelpCommand, _errors, _own_onnxruntime, _progress, app, console, err_console
 from .options import DEMO_MODEL, BackendName, Budget, DemoBundle, Precision, QkScale
 
@@ -62,8 +63,11 @@ def bench(
     plot: Annotated[
         Optional[Path], typer.Option("--plot", help="Write a PNG: throughput per engine, GMACs per image.")
     ] = None,
-    # `bench --url` before `bench-server` existed: still works, hidden from the help
+    # `bench --url` (and its open-loop options) is `bench-server`: it works, hidden from the help
     url: Annotated[Optional[str], typer.Option(hidden=True)] = None,
+    rates: Annotated[Optional[str], typer.Option(hidden=True)] = None,
+    policies: Annotated[str, typer.Option(hidden=True)] = "native,auto",
+    slo_ms: Annotated[float, typer.Option(hidden=True)] = 200.0,
     protocol: Annotated[str, typer.Option(hidden=True)] = "http",
     concurrency: Annotated[str, typer.Option(hidden=True)] = "1,8,32",
     duration: Annotated[float, typer.Option(hidden=True)] = 10.0,
@@ -80,7 +84,8 @@ def bench(
     """
     if url:
         err_console.print("note: `bench --url HOST:PORT` is now `adavit-deploy bench-server HOST:PORT`", highlight=False)
-        return _bench_url(url, protocol, concurrency, duration, images, model, metrics_port, json_out)
+        return _bench_url(url, protocol, concurrency, duration, images, model, metrics_port, json_out, rates, policies,
+                          slo_ms, plot=plot)  # fmt: skip
     from ..bench import bench as run_bench
     from ..plots import plot_report, require_plotting
 
@@ -168,34 +173,74 @@ def tune(
 def bench_server(
     url: Annotated[str, typer.Argument(help="HOST:PORT of a Triton server (`adavit-deploy serve`).")],
     protocol: Annotated[str, typer.Option(help="http, or grpc (give the gRPC port).")] = "http",
-    concurrency: Annotated[str, typer.Option(help="Comma-separated numbers of concurrent clients.")] = "1,8,32",
-    duration: Annotated[float, typer.Option(help="Seconds of load per model and concurrency.")] = 10.0,
+    concurrency: Annotated[str, typer.Option(help="Comma-separated numbers of concurrent clients (closed loop).")] = "1,8,32",
+    duration: Annotated[float, typer.Option(help="Seconds of load per model and concurrency, or per rate and policy.")] = 10.0,
     images: Annotated[
-        Optional[Path], typer.Option(help="Images to send: an image file, folder or .npy/.npz [default: seeded noise].")
+        Optional[Path],
+        typer.Option(help="Images to send: an .npy/.npz (with 'labels': top-1 per row), or demo [default: seeded noise]."),
     ] = None,
     model: Annotated[str, typer.Option(help="The served model (its dense twin <model>_dense too, if served).")] = "adavit",
     metrics_port: Annotated[int, typer.Option(help="The server's metrics port (same host).")] = 8002,
+    rates: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Open loop: comma-separated Poisson arrival rates, requests/s or multiples of the first policy's "
+            "capacity (0.5x,1.3x; measured closed-loop first).",
+            show_default=False,
+        ),
+    ] = None,
+    policies: Annotated[
+        str, typer.Option(help="Open loop: what each request asks for: budget names, auto (the SLO controller) or dense.")
+    ] = "native,auto",
+    slo_ms: Annotated[float, typer.Option(help="Open loop: the latency SLO that goodput counts against, ms.")] = 200.0,
+    warmup: Annotated[float, typer.Option(help="Open loop: seconds at each rate before the timed ones.")] = 3.0,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the report as JSON (docs/SERVING.md).")] = None,
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="Open loop: write a PNG of p99 and GMACs vs load.")] = None,
 ) -> None:
-    """Load a Triton server with concurrent one-image requests: throughput, latency, server-side batch size.
+    """Load a Triton server with one-image requests: closed loop (--concurrency) or open loop (--rates).
 
-    The adaptive model and its dense twin (where served, --with-dense) are
-    loaded in turn at each concurrency; errors are counted, never fatal.
+    Closed loop: concurrent clients, each waiting for its answer; the adaptive
+    model and its dense twin (where served, --with-dense) in turn: throughput,
+    latency, server-side batch size. Open loop: requests arrive at each rate
+    whether or not the server keeps up, for each policy, interleaved: offered and
+    achieved rate, p50/p99 latency, goodput (answered within --slo-ms), mean
+    GMACs and the budgets applied. Errors are counted, never fatal.
     """
-    _bench_url(url, protocol, concurrency, duration, images, model, metrics_port, json_out)
+    _bench_url(url, protocol, concurrency, duration, images, model, metrics_port, json_out, rates, policies, slo_ms,
+               warmup, plot)  # fmt: skip
 
 
 def _bench_url(url: str, protocol: str, concurrency: str, duration: float, images: Optional[Path], model: str,
-               metrics_port: int, json_out: Optional[Path]) -> None:  # fmt: skip
-    """Load a Triton server (adavit_deploy/bench/server.py) and print its table."""
-    from ..bench.server import run_load
+               metrics_port: int, json_out: Optional[Path], rates: Optional[str] = None, policies: str = "native,auto",
+               slo_ms: float = 200.0, warmup: float = 3.0, plot: Optional[Path] = None) -> None:  # fmt: skip
+    """Load a Triton server (adavit_deploy/bench/server.py, bench/open_loop.py) and print its table."""
+    with _errors():
+        for path, what in ((json_out, "--json"), (plot, "--plot")):
+            if path:
+                check_writable(path, what)
+        if rates is None:
+            if plot:
+                raise ConfigError("--plot draws the open-loop run: give --rates too")
+            from ..bench.server import run_load
 
-    with _errors(), console.status("loading the server") as status:
-        if json_out:
-            check_writable(json_out, "--json")
-        report = run_load(url, protocol, concurrency, duration, images=images, model=model, metrics_port=metrics_port,
-                          progress=lambda what, done, total: status.update(f"[{done + 1}/{total}] {escape(what)}"))  # fmt: skip
+            with console.status("loading the server") as status:
+                report = run_load(url, protocol, concurrency, duration, images=images, model=model, metrics_port=metrics_port,
+                                  progress=lambda what, done, total: status.update(f"[{done + 1}/{total}] {escape(what)}"))  # fmt: skip
+        else:
+            from ..bench.open_loop import run_open_loop
+            from ..plots import plot_open_loop, require_plotting
+
+            if plot:
+                require_plotting()
+            with _progress("open loop: ") as progress:
+                report = run_open_loop(url, rates, policies, slo_ms, duration, images=images, model=model,
+                                       protocol=protocol, warmup_s=warmup, progress=progress)  # fmt: skip
+            if plot:
+                plot_open_loop(report, plot)
         if json_out:
             report.save(json_out)
-    render.print_server_bench(console, url, protocol, report)
-    render.print_written(console, json_out)
+    if rates is None:
+        render.print_server_bench(console, url, protocol, report)
+    else:
+        render.print_open_loop(console, url, report)
+    render.print_written(console, json_out, plot)

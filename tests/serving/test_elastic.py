@@ -135,3 +135,35 @@ def test_the_controller_steps_down_under_load_and_back_up_after(bundle, images, 
         assert _metrics(server)[("adavit_slo_budget", "native")] == 1
     finally:
         assert server.stop() == 0
+
+
+def test_open_loop_load_rows_and_refusals(bundle, images, tmp_path, ports):
+    from adavit_deploy.bench.open_loop import OpenLoopReport, run_open_loop
+    from adavit_deploy.errors import ConfigError
+
+    np.savez(tmp_path / "labelled.npz", images=images, labels=np.arange(len(images)) % 3)
+    server = _serve(bundle, tmp_path, ports, slo_ms=500)
+    try:
+        seen = []
+        report = run_open_loop(server.http_url, "20,0.5x", "native,auto,0.25", slo_ms=500, duration=1.5,
+                               images=tmp_path / "labelled.npz", warmup_s=0.5, capacity_s=1.0,
+                               progress=lambda what, done, total: seen.append((done, total)))  # fmt: skip
+        with pytest.raises(ConfigError, match=r"policy 0.4: the server refused it: .*this model serves budgets native"):
+            run_open_loop(server.http_url, "5", "native,0.4", slo_ms=500, duration=1.0)
+        with pytest.raises(ConfigError, match=r"policy dense: 'adavit_dense' is not served \(serve with --with-dense\)"):
+            run_open_loop(server.http_url, "5", "dense", slo_ms=500, duration=1.0)
+    finally:
+        assert server.stop() == 0
+    assert seen[-1] == (6, 7)  # the capacity, then 2 rates x 3 policies
+    assert report.capacity_rps > 0 and report.slo_ms == 500
+    assert [(r["rate"], r["policy"]) for r in report.open_loop] == [
+        (rate, p) for rate in ("20", "0.5x") for p in ("native", "auto", "0.25")
+    ]
+    for r in report.open_loop:
+        assert r["errors"] == r["unanswered"] == 0, r
+        assert r["offered_rps"] > 0 and 0 <= r["goodput"] <= 1 and r["p50_ms"] <= r["p99_ms"]
+        assert 0 <= r["top1"] <= 1 and r["mean_gmacs"] > 0
+        if r["policy"] != "auto":
+            assert set(r["budgets"]) == {r["policy"]}  # a fixed budget is what every answer says it got
+    report.save(tmp_path / "ol.json")
+    assert OpenLoopReport.load(tmp_path / "ol.json").open_loop == report.open_loop
