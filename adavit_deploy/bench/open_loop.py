@@ -110,7 +110,7 @@ def labelled_images(images: str | Path | None, shape: tuple[int, ...],
 
 
 @dataclass
-class _Answer:
+class Answer:
     latency_s: float  # from the request's scheduled time
     done_s: float  # since the segment's start
     budget: str | None
@@ -118,10 +118,10 @@ class _Answer:
     label: int  # argmax of its logits
 
 
-def _send_all(url: str, protocol: str, model: str, budget: str | None, schedule: np.ndarray, pool: np.ndarray,
-              drain_s: float) -> list[_Answer | str | None]:  # fmt: skip
+def send_schedule(url: str, protocol: str, model: str, budget: str | None, schedule: np.ndarray, pool: np.ndarray,
+              drain_s: float) -> list[Answer | str | None]:  # fmt: skip
     """Send request ``i`` at ``schedule[i]`` seconds from now; its answer, its error message, or None (unanswered)."""
-    results: list[_Answer | str | None] = [None] * len(schedule)
+    results: list[Answer | str | None] = [None] * len(schedule)
     todo: queue.Queue[int | None] = queue.Queue()
     t0 = time.perf_counter() + 0.05
     deadline = t0 + (schedule[-1] if len(schedule) else 0.0) + drain_s
@@ -138,7 +138,7 @@ def _send_all(url: str, protocol: str, model: str, budget: str | None, schedule:
                     results[i] = str(e).splitlines()[0] if str(e) else type(e).__name__
                     continue
                 now = time.perf_counter()
-                results[i] = _Answer(
+                results[i] = Answer(
                     now - t0 - schedule[i], now - t0, out["budget"][0, 0].decode() if "budget" in out else None,
                     float(out["gmacs"][0, 0]) if "gmacs" in out else None, int(out["logits"][0].argmax()),
                 )  # fmt: skip
@@ -163,7 +163,7 @@ def _send_all(url: str, protocol: str, model: str, budget: str | None, schedule:
 def _row(policy: str, rate: str, rps: float, seconds: float, warmup_s: float, schedule: np.ndarray, results: list,
          labels: np.ndarray | None, slo_ms: float) -> dict[str, Any]:  # fmt: skip
     counted = [i for i, at in enumerate(schedule) if at >= warmup_s]
-    answers = [results[i] for i in counted if isinstance(results[i], _Answer)]
+    answers = [results[i] for i in counted if isinstance(results[i], Answer)]
     errors = [results[i] for i in counted if isinstance(results[i], str)]
     ms = np.array([a.latency_s for a in answers]) * 1e3
     p = dict(zip(("p50_ms", "p90_ms", "p99_ms"), map(float, np.percentile(ms, [50, 90, 99])))) if len(ms) else {}
@@ -189,7 +189,7 @@ def _row(policy: str, rate: str, rps: float, seconds: float, warmup_s: float, sc
         "error_samples": sorted(set(errors))[:3],
     }
     if labels is not None:
-        hits = [results[i].label == labels[i % len(labels)] for i in counted if isinstance(results[i], _Answer)]
+        hits = [results[i].label == labels[i % len(labels)] for i in counted if isinstance(results[i], Answer)]
         row["top1"] = float(np.mean(hits)) if hits else None
     return row
 
@@ -261,7 +261,7 @@ def run_open_loop(url: str, rates: str | Sequence[str], policies: str | Sequence
             schedule = np.cumsum(gaps)
             schedule = schedule[schedule < warmup_s + duration]
             name, budget = _target(model, policy)
-            results = _send_all(url, protocol, name, budget, schedule, pool, DRAIN_S)
+            results = send_schedule(url, protocol, name, budget, schedule, pool, DRAIN_S)
             rows.append(_row(policy, rate, rps, duration, warmup_s, schedule, results, labels, slo_ms))
             done += 1
     order = {r: i for i, r in enumerate(rate_list)}

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from adavit_deploy.bench.open_loop import OpenLoopReport, _Answer, _row, parse_policies, parse_rates
+from adavit_deploy.bench.open_loop import OpenLoopReport, Answer, _row, parse_policies, parse_rates
 from adavit_deploy.errors import ConfigError
 
 
@@ -24,9 +24,9 @@ def test_rates_and_policies():
 def test_a_row_charges_errors_and_unanswered_requests_to_goodput():
     """Ten requests after a 1 s warm-up: 6 answered (one after the SLO, one after the window), 2 errors, 2 never."""
     schedule = np.array([0.5, *np.linspace(1.0, 2.9, 10)])
-    answered = [_Answer(0.05, 1.1, "native", 1.0, 3), _Answer(0.05, 1.3, "0.35", 0.5, 3), _Answer(0.3, 1.8, "native", 1.0, 1),
-                _Answer(0.05, 2.0, "native", 1.0, 3), _Answer(0.05, 2.5, "0.35", 0.5, 0), _Answer(0.05, 3.5, "native", 1.0, 3)]  # fmt: skip
-    results = [_Answer(0.01, 0.51, "native", 1.0, 3), *answered, "[400] no", "[400] no", None, None]
+    answered = [Answer(0.05, 1.1, "native", 1.0, 3), Answer(0.05, 1.3, "0.35", 0.5, 3), Answer(0.3, 1.8, "native", 1.0, 1),
+                Answer(0.05, 2.0, "native", 1.0, 3), Answer(0.05, 2.5, "0.35", 0.5, 0), Answer(0.05, 3.5, "native", 1.0, 3)]  # fmt: skip
+    results = [Answer(0.01, 0.51, "native", 1.0, 3), *answered, "[400] no", "[400] no", None, None]
     labels = np.array([3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3])
     row = _row("auto", "1.3x", 5.0, 2.0, 1.0, schedule, results, labels, slo_ms=100)
     assert row["offered_rps"] == 5.0  # 10 counted requests in 2 s
