@@ -10,6 +10,7 @@ same budget.
 from __future__ import annotations
 
 import json
+import time
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,12 +19,12 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .atomic import atomic_file
+from .collection import DEMO, Collection, open_collection
 from .cost import dense_gmacs
-from .errors import AdaViTDeployError, InputError, param
-from .inputs import read_array, read_images
+from .decisions import NAMES
+from .errors import AdaViTDeployError, InputError
 from .machine import cpu_model
-from .parity import compare
-from .runtime import AdaptiveRuntime, load_bundle
+from .runtime import AdaptiveRuntime, InferResult, load_bundle
 
 
 @dataclass
@@ -31,6 +32,7 @@ class EvalRow:
     budget: str
     precision: str
     top1: float
+    top5: float
     gmacs_mean: float
     gmacs_fraction: float
     top1_agreement_vs_fp32: float
@@ -38,107 +40,124 @@ class EvalRow:
     max_abs_logit_diff_vs_fp32: float
 
 
-def labelled_data(source: str | Path) -> tuple[np.ndarray, np.ndarray, str]:
-    """``"demo"`` (the demo's 360 held-out digits) or an ``.npz`` with ``images`` and ``labels``."""
-    if str(source) == "demo":
-        from .demo import load_digits_split
+@dataclass
+class Evaluation:
+    """``evaluate``'s table, the dense graph's accuracy, and what it read, how fast."""
 
-        split = load_digits_split()
-        return split.test_images, split.test_labels, "demo digits, held-out split (360 images)"
-    path = Path(source)
-    if not path.exists():
-        raise InputError(f"{path}: no such file ({param('source', 'data')} takes 'demo' or an .npz with 'images' and 'labels' arrays)")
-    if path.suffix != ".npz" or not path.is_file():
-        raise InputError(f"{path}: need 'demo' or an .npz file with 'images' and 'labels' arrays")
-    images = read_images(path)
-    try:
-        labels = read_array(path, "labels")
-    except InputError as e:
-        raise InputError(f"{e}: evaluate needs 'images' and 'labels' arrays") from None
-    return images, labels, str(path)
+    rows: list[EvalRow]
+    dense_top1: float
+    dense_top5: float
+    source: dict  # Collection.describe(), with the files left out (--skip-bad)
+    seconds: float
+
+    @property
+    def images_per_s(self) -> float:
+        """Images through the whole table (every budget and precision, and dense) per second, decode included."""
+        return self.source["images"] / self.seconds if self.seconds else 0.0
 
 
-def check_labels(labels: np.ndarray, count: int, num_classes: int) -> np.ndarray:
-    """One integer class index in ``[0, num_classes)`` per image, as int64; anything else is one line."""
-    labels = np.asarray(labels)
-    if labels.ndim != 1:
-        raise InputError(f"labels must be one class index per image (1-D); got shape {labels.shape}")
-    if len(labels) != count:
-        raise InputError(f"{count} images but {len(labels)} labels: give one label per image")
-    if not np.issubdtype(labels.dtype, np.integer):
-        raise InputError(f"labels must be integer class indices; got {labels.dtype}")
-    bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
-    if len(bad):
-        raise InputError(
-            f"labels must be class indices in [0, {num_classes}); label {labels[bad[0]]} at index {bad[0]} "
-            f"({len(bad)} outside in all)"
+def topk_hits(logits: np.ndarray, labels: np.ndarray, k: int) -> int:
+    """How many rows have their label among their ``k`` largest logits (all of them when ``k >= classes``)."""
+    k = min(k, logits.shape[1])
+    top = np.argpartition(-logits, k - 1, axis=1)[:, :k]
+    return int((top == labels[:, None]).any(axis=1).sum())
+
+
+@dataclass
+class _Tally:
+    """One row's sums over the batches seen so far: only counts are kept, never the logits."""
+
+    images: int = 0
+    top1: int = 0
+    top5: int = 0
+    gmacs: float = 0.0
+    agree_top1: int = 0
+    decisions_equal: int = 0
+    decisions: int = 0
+    max_diff: float = 0.0
+
+    def add(self, got: InferResult, labels: np.ndarray, ref: InferResult) -> None:
+        pred = got.logits.argmax(1)
+        self.images += len(labels)
+        self.top1 += int((pred == labels).sum())
+        self.top5 += topk_hits(got.logits, labels, 5)
+        self.gmacs += float(got.gmacs.sum())
+        self.agree_top1 += int((pred == ref.logits.argmax(1)).sum())
+        self.decisions_equal += sum(int((getattr(ref, k) == getattr(got, k)).sum()) for k in NAMES)
+        self.decisions += sum(getattr(ref, k).size for k in NAMES)
+        self.max_diff = max(self.max_diff, float(np.abs(ref.logits - got.logits).max()))
+
+    def row(self, budget: str, precision: str, dense: float) -> EvalRow:
+        n = max(self.images, 1)
+        return EvalRow(
+            budget=budget,
+            precision=precision,
+            top1=self.top1 / n,
+            top5=self.top5 / n,
+            gmacs_mean=self.gmacs / n,
+            gmacs_fraction=self.gmacs / n / dense,
+            top1_agreement_vs_fp32=self.agree_top1 / n,
+            decision_agreement_vs_fp32=self.decisions_equal / self.decisions if self.decisions else 1.0,
+            max_abs_logit_diff_vs_fp32=self.max_diff,
         )
-    return labels.astype(np.int64)
 
 
 def evaluate(
     bundle: str | Path,
-    images: np.ndarray,
-    labels: np.ndarray,
+    data: Collection | str | Path = DEMO,
     budgets: Sequence[str] | None = None,
     precisions: Sequence[str] | None = None,
     threads: int = 0,
     batch_size: int = 64,
-    progress: Callable[[str], None] | None = None,
+    workers: int | None = None,
+    skip_bad: bool = False,
+    limit: int | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
     backend: str = "ort",
-) -> tuple[list[EvalRow], float]:
-    """Rows for every (budget, precision) of the bundle (or those given), and the dense graph's top-1,
-    on ``backend`` (``ov``: ``bf16`` too by default, where the CPU has it).
+) -> Evaluation:
+    """Rows for every (budget, precision) of the bundle (or those given), and the dense graph, on ``backend``
+    (``ov``: ``bf16`` too by default, where the CPU has it), over a collection (``open_collection``).
 
-    One runtime per precision serves every budget, so each graph's session is made once; they are
-    open together (peak memory: the weights of every precision asked for).
+    Streamed: each batch is decoded once (``Collection.batches``, ``workers`` threads) and run through
+    every row and the dense graph, and only counts are kept, so memory holds a few batches and one
+    runtime per precision (each graph's session made once), whatever the collection's size.
+    ``limit``: a seeded, class-balanced subset. ``progress(what, images_done, images_total)``.
     """
-    step = progress or (lambda _: None)
-    with load_bundle(bundle, backend, threads=threads) as rt:
-        labels = check_labels(labels, len(images), rt.cfg.num_classes)
-        rows = _rows(rt, images, labels, budgets, precisions, batch_size, step)
-        dense_logits = np.concatenate([rt.dense(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
-    return rows, float((dense_logits.argmax(1) == labels).mean())
-
-
-def _rows(
-    rt: AdaptiveRuntime,
-    images: np.ndarray,
-    labels: np.ndarray,
-    budgets: Sequence[str] | None,
-    precisions: Sequence[str] | None,
-    batch_size: int,
-    step: Callable[[str], None],
-) -> list[EvalRow]:
-    budgets = list(budgets or rt.manifest.budgets)
-    precisions = ["fp32", *(p for p in precisions or runnable_precisions(rt) if p != "fp32")]
-    dense = dense_gmacs(rt.cfg)
-    rows = []
-    with ExitStack() as stack:  # one runtime per precision, its sessions made once for every budget
-        runs = {
-            p: rt if p == rt.precision else stack.enter_context(AdaptiveRuntime(rt.bundle, rt.manifest, rt.backend, precision=p))
-            for p in precisions
-        }
-        for budget in budgets:
-            ref = None
-            for precision in precisions:
-                step(f"budget {budget}, {precision}")
-                got = runs[precision].infer(images, batch_size, budget=budget)
-                ref = ref or got  # fp32 runs first
-                vs_fp32 = compare(ref, got)
-                rows.append(
-                    EvalRow(
-                        budget=budget,
-                        precision=precision,
-                        top1=float((got.logits.argmax(1) == labels).mean()),
-                        gmacs_mean=float(got.gmacs.mean()),
-                        gmacs_fraction=float(got.gmacs.mean() / dense),
-                        top1_agreement_vs_fp32=vs_fp32["top1_agreement"],
-                        decision_agreement_vs_fp32=vs_fp32["decision_agreement"],
-                        max_abs_logit_diff_vs_fp32=vs_fp32["max_abs_logit_diff"],
-                    )
-                )
-    return rows
+    collection = data if isinstance(data, Collection) else open_collection(data)
+    collection = collection.subset(limit)
+    step = progress or (lambda *_: None)
+    start = time.perf_counter()
+    with load_bundle(bundle, backend, threads=threads) as rt, ExitStack() as stack:
+        collection.require_labels(rt.cfg.num_classes)
+        budgets = list(budgets or rt.manifest.budgets)
+        for b in budgets:
+            rt.manifest.budget(b)  # an unknown budget fails before any image is decoded
+        precisions = ["fp32", *(p for p in precisions or runnable_precisions(rt) if p != "fp32")]
+        runs = {p: rt if p == rt.precision else stack.enter_context(AdaptiveRuntime(rt.bundle, rt.manifest, rt.backend, precision=p))
+                for p in precisions}  # fmt: skip
+        tallies = {(b, p): _Tally() for b in budgets for p in precisions}
+        dense_hits, skipped, done = [0, 0], [], 0
+        step("decoding the first batch", 0, len(collection))
+        for batch in collection.batches(rt.cfg, batch_size, workers, skip_bad):
+            skipped += batch.skipped
+            if len(batch.names):
+                for b in budgets:
+                    ref = runs["fp32"].infer(batch.images, batch_size, budget=b)
+                    for p in precisions:
+                        got = ref if p == "fp32" else runs[p].infer(batch.images, batch_size, budget=b)
+                        tallies[b, p].add(got, batch.labels, ref)
+                logits = rt.dense(batch.images)
+                dense_hits[0] += int((logits.argmax(1) == batch.labels).sum())
+                dense_hits[1] += topk_hits(logits, batch.labels, 5)
+            done += len(batch.names) + len(batch.skipped)
+            step(f"{len(budgets) * len(precisions)} rows and dense", done, len(collection))
+        read = len(collection) - len(skipped)
+        if read == 0:
+            raise InputError(f"{collection.source}: every image was unreadable ({len(skipped)} skipped)")
+        dense = dense_gmacs(rt.cfg)
+        rows = [tallies[b, p].row(b, p, dense) for b in budgets for p in precisions]
+    source = {**collection.describe(), "images": read, "skipped": skipped}
+    return Evaluation(rows, dense_hits[0] / read, dense_hits[1] / read, source, time.perf_counter() - start)
 
 
 def runnable_precisions(rt: AdaptiveRuntime) -> list[str]:
@@ -150,14 +169,23 @@ def runnable_precisions(rt: AdaptiveRuntime) -> list[str]:
     return [*rt.manifest.precisions, "bf16"]
 
 
-def to_json(rows: list[EvalRow], dense_top1: float, data: str, backend: str = "ort") -> dict:
-    """The table and where it was measured (backends differ in the last bits: bf16, fp16 on OpenVINO)."""
-    return {"data": data, "backend": backend, "cpu": cpu_model(), "dense_top1": dense_top1, "rows": [asdict(r) for r in rows]}
+def to_json(result: Evaluation, backend: str = "ort") -> dict:
+    """The table, what it read and where it was measured (backends differ in the last bits: bf16, fp16 on OpenVINO)."""
+    return {
+        "data": result.source["path"],
+        "source": result.source,
+        "backend": backend,
+        "cpu": cpu_model(),
+        "images_per_s": result.images_per_s,
+        "dense_top1": result.dense_top1,
+        "dense_top5": result.dense_top5,
+        "rows": [asdict(r) for r in result.rows],
+    }
 
 
-def save_json(path: str | Path, rows: list[EvalRow], dense_top1: float, data: str, backend: str = "ort") -> Path:
+def save_json(path: str | Path, result: Evaluation, backend: str = "ort") -> Path:
     """Write ``to_json``'s table to ``path``, atomically."""
     path = Path(path)
     with atomic_file(path, "--json") as tmp:
-        tmp.write_text(json.dumps(to_json(rows, dense_top1, data, backend), indent=2) + "\n")
+        tmp.write_text(json.dumps(to_json(result, backend), indent=2) + "\n")
     return path

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from PIL.Image import Image
 
 ARRAY_SUFFIXES = (".npy", ".npz")
-#: What counts as an image file in a folder (``bench --images DIR``, ``export --calib DIR``): a fixed
+#: What counts as an image file in a folder (``collection.py``: every command that reads one): a fixed
 #: list, like timm's ``get_img_extensions``, rather than every format Pillow registers (that
 #: includes .pdf, .eps, .h5...), so which files of a folder are read never depends on the Pillow build.
 IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp")
@@ -38,14 +38,6 @@ _ARRAY_ERRORS = (OSError, ValueError, EOFError, MemoryError, zipfile.BadZipFile,
 def is_image_file(path: Path) -> bool:
     """A visible file with one of ``IMAGE_EXTENSIONS`` (any case)."""
     return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".") and path.is_file()
-
-
-def image_files(directory: Path) -> list[Path]:
-    """The image files of ``directory`` (not recursive), sorted by name."""
-    files = sorted(p for p in Path(directory).iterdir() if is_image_file(p))
-    if not files:
-        raise InputError(f"{directory}: no image files ({', '.join(IMAGE_EXTENSIONS)}) in this folder")
-    return files
 
 
 # -- arrays ---------------------------------------------------------------------------

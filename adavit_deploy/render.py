@@ -95,17 +95,26 @@ def _floor_pct(x: float) -> str:
     return f"{math.floor(x * 1000) / 10:.1f}%"
 
 
-def print_evaluation(console: Console, rows: Sequence, dense_top1: float, source: str) -> None:
-    """``evaluate``: top-1, GMACs and agreement vs fp32 per budget and precision, then the dense graph."""
+def print_evaluation(console: Console, result) -> None:
+    """``evaluate``: top-1, top-5, GMACs and agreement vs fp32 per budget and precision, then the dense graph;
+    what was read and how fast."""
+    src = result.source
+    classes = f", {src['classes']} classes" if src.get("classes") else ""
     table = Table(
-        "budget", "precision", "top-1", "GMACs", "of dense", "vs fp32", title=escape(source),
-        caption="vs fp32: top-1 agreement, decisions equal, max |logit diff|",
+        "budget", "precision", "top-1", "top-5", "GMACs", "of dense", "vs fp32",
+        title=f"{escape(src['path'])}: {src['images']} images{classes}",
+        caption=f"vs fp32: top-1 agreement, decisions equal, max |logit diff|; {result.images_per_s:.1f} images/s "
+        "through every row and dense, decoding included",
     )  # fmt: skip
-    for r in rows:
+    for r in result.rows:
         vs = f"{_floor_pct(r.top1_agreement_vs_fp32)} {_floor_pct(r.decision_agreement_vs_fp32)} {r.max_abs_logit_diff_vs_fp32:.1g}"
-        table.add_row(escape(r.budget), r.precision, f"{r.top1:.2%}", f"{r.gmacs_mean:.4g}", f"{r.gmacs_fraction:.1%}", vs)
-    table.add_row("dense graph", "fp32", f"{dense_top1:.2%}", "", "100%", "")
+        table.add_row(escape(r.budget), r.precision, f"{r.top1:.2%}", f"{r.top5:.2%}", f"{r.gmacs_mean:.4g}",
+                      f"{r.gmacs_fraction:.1%}", vs)  # fmt: skip
+    table.add_row("dense graph", "fp32", f"{result.dense_top1:.2%}", f"{result.dense_top5:.2%}", "", "100%", "")
     _print_table(console, table)
+    if src.get("skipped"):
+        console.print(f"[yellow]{len(src['skipped'])} unreadable file(s) left out[/] (--skip-bad): "
+                      f"{escape(', '.join(src['skipped'][:5]))}{' ...' if len(src['skipped']) > 5 else ''}")  # fmt: skip
 
 
 def print_engines(console: Console, path: Path, built) -> None:

@@ -52,11 +52,11 @@ def export(demo: bool, target: float) -> None:
     bundle, images = paths(demo, target)
     if demo:
         from adavit_deploy.demo import demo_checkpoint
-        from adavit_deploy.evaluate import labelled_data
+        from adavit_deploy.collection import open_collection
 
         export_bundle(demo_checkpoint(), bundle, budgets=BUDGETS, calibration="demo")
-        x, y, _ = labelled_data("demo")
-        np.savez(images, images=x, labels=y)
+        digits = open_collection("demo")
+        np.savez(images, images=digits.array, labels=digits.labels)
         return
     from adavit_deploy.config import preset
     from adavit_deploy.synthetic import random_checkpoint

@@ -24,7 +24,8 @@ from adavit_deploy.calibration import load_calibration
 from adavit_deploy.cli import app
 from adavit_deploy.config import AdaViTConfig, Preprocess, Thresholds
 from adavit_deploy.errors import ConfigError, InputError
-from adavit_deploy.inputs import check_finite, eval_transform, image_files, load_inputs, to_rgb
+from adavit_deploy.collection import open_collection
+from adavit_deploy.inputs import check_finite, eval_transform, load_inputs, to_rgb
 from checks import cli_error as _one_line_error
 
 REPO = Path(__file__).resolve().parents[1]
@@ -75,7 +76,7 @@ BAD = {
     "truncated.npy": "truncated.npy: not a readable numpy file (ValueError",
     "corrupt.npz": "corrupt.npz: not a readable numpy file (BadZipFile",
     "strings.npz": "strings.npz: images must be float arrays of shape (B, 3, 32, 32); got <U1",
-    "folder.png": "folder.png: is a directory",
+    "folder.png": "folder.png: no image files",  # a folder is read as one
     "bomb.png": "bomb.png: refused: Image size (900000000 pixels) exceeds limit",
 }
 
@@ -233,7 +234,8 @@ def test_check_finite_names_samples_by_index_or_label():
 def test_load_inputs_refuses_in_one_line(bad_inputs, name):
     with pytest.raises(InputError) as e:
         load_inputs([bad_inputs / "ok.npy", bad_inputs / name], CFG)
-    assert BAD[name] in str(e.value) and "\n" not in str(e.value)
+    expected = "folder.png: is a directory" if name == "folder.png" else BAD[name]  # only infer reads folders
+    assert expected in str(e.value) and "\n" not in str(e.value)
 
 
 @pytest.mark.parametrize("name", BAD)
@@ -276,7 +278,7 @@ def test_bench_images_refuses_in_one_line_and_writes_nothing(half_gmacs_bundle, 
         ({"images": "ok", "labels": np.zeros((3, 7))}, "labels must be one class index per image (1-D); got shape (3, 7)"),
         ({"images": "ok", "labels": np.arange(2)}, "3 images but 2 labels: give one label per image"),
         ({"images": "ok", "labels": np.array(["a", "b", "c"])}, "labels must be integer class indices; got <U1"),
-        ({"images": "ok"}, "data.npz: no 'labels' array (found images): evaluate needs 'images' and 'labels' arrays"),
+        ({"images": "ok"}, "data.npz: evaluate needs labels: give an ImageFolder tree (one subfolder per class)"),
         ({"images": np.array(["a", "b"]), "labels": np.arange(2)}, "must be float arrays of shape (B, C, H, W); got <U1"),
     ],
     ids=["nan", "2d-labels", "count", "string-labels", "no-labels", "string-images"],
@@ -293,7 +295,7 @@ def test_evaluate_data_refused_in_one_line(half_gmacs_bundle, bad_inputs, tmp_pa
 
 def test_evaluate_refuses_unreadable_data(half_gmacs_bundle, bad_inputs):
     for name, fragment in [
-        ("empty.npy", "empty.npy: need 'demo' or an .npz file with 'images' and 'labels' arrays"),
+        ("empty.npy", "empty.npy: is empty (0 bytes)"),
         ("corrupt.npz", "corrupt.npz: not a readable numpy file (BadZipFile"),
     ]:
         result = CliRunner().invoke(app, ["evaluate", str(half_gmacs_bundle), "--data", str(bad_inputs / name)])
@@ -335,8 +337,8 @@ def test_one_image_file_test_for_bench_and_calibration(tmp_path):
     for name in ("b.png", "A.JPG", "c.tif", ".hidden.png", "notes.txt", "report.pdf"):
         Image.new("RGB", (40, 40)).save(tmp_path / name, format="PNG")
     (tmp_path / "dir.png").mkdir()
-    assert [p.name for p in image_files(tmp_path)] == ["A.JPG", "b.png", "c.tif"]
+    assert open_collection(tmp_path).names == ("A.JPG", "b.png", "c.tif")
     record = load_calibration(tmp_path, CFG).record
     assert [f["file"] for f in record["files"]] == ["A.JPG", "b.png", "c.tif"]
-    with pytest.raises(InputError, match=r"dir\.png: no image files \(\.bmp, .*\) in this folder"):
-        image_files(tmp_path / "dir.png")
+    with pytest.raises(InputError, match=r"dir\.png: no image files \(\.bmp, .*\) in this folder or its subfolders"):
+        open_collection(tmp_path / "dir.png")

@@ -13,6 +13,9 @@ from ..runtime import AdaptiveRuntime
 DEFAULT_BATCH_SIZES = (1, 16)
 #: Random inputs when no --images: at least this many, so batches differ and decisions vary.
 DEFAULT_SAMPLES = 32
+#: At most this many images of a folder are held in memory (a seeded, class-balanced subset): enough
+#: for routing to vary as it does on the whole, and an ImageNet folder does not fill the machine.
+MAX_POOL = 256
 
 
 def parse_batch_sizes(value: str | int | Sequence[int]) -> tuple[int, ...]:
@@ -23,13 +26,15 @@ def parse_batch_sizes(value: str | int | Sequence[int]) -> tuple[int, ...]:
 def load_pool(
     images: str | Path | np.ndarray | None, rt: AdaptiveRuntime, samples: int, seed: int = 0
 ) -> tuple[np.ndarray, str]:
-    """The benchmark inputs, all in memory: ``(N, C, H, W)`` float32 and where they came from.
+    """The benchmark inputs, all in memory: ``(N, C, H, W)`` float32 and where they came from
+    (a folder: at most ``MAX_POOL`` of its images).
 
     None given: the demo's sample digits for the demo model (noise would route
     unlike any digit), else ``samples`` seeded normal ones.
     """
+    from ..collection import open_files
     from ..demo import is_demo, sample_images
-    from ..inputs import image_files, load_inputs, seeded_noise
+    from ..inputs import load_inputs, seeded_noise
 
     cfg = rt.cfg
     if images is None and is_demo(cfg):
@@ -39,10 +44,10 @@ def load_pool(
     if isinstance(images, np.ndarray):
         return rt.check_images(images), "array"
 
-    path = Path(images)
-    paths = image_files(path) if path.is_dir() else [path]
-    pool, _ = load_inputs(paths, cfg)
-    return pool, str(path)
+    collection = open_files([Path(images)])
+    subset = collection.subset(MAX_POOL, seed)
+    capped = f" ({len(subset)} of its {len(collection)} images, seeded)" if len(subset) < len(collection) else ""
+    return subset.read_all(cfg), f"{images}{capped}"
 
 
 def cycled_batches(pool: np.ndarray, batch_size: int, count: int) -> list[np.ndarray]:

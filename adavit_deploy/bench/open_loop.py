@@ -94,11 +94,12 @@ def parse_policies(value: str | Sequence[str]) -> list[str]:
 def labelled_images(images: str | Path | None, shape: tuple[int, ...],
                     num_classes: int) -> tuple[np.ndarray, np.ndarray | None, str]:  # fmt: skip
     """The requests' images, and their labels where the source has them (``demo``, an .npz with ``labels``)."""
-    from ..evaluate import check_labels, labelled_data
+    from ..collection import from_array, open_collection
     from ..inputs import read_array
 
     if images is not None and str(images) == "demo":
-        return labelled_data("demo")
+        demo = open_collection("demo")
+        return demo.array, demo.labels, demo.source
     pool, source = load_images(images, shape)
     if images is None or Path(images).suffix != ".npz":
         return pool, None, source
@@ -106,7 +107,9 @@ def labelled_images(images: str | Path | None, shape: tuple[int, ...],
         labels = read_array(Path(images), "labels")
     except InputError:
         return pool, None, source  # no labels: no top-1
-    return pool, check_labels(labels, len(pool), num_classes), source
+    labelled = from_array(pool, source, labels)
+    labelled.check_classes(num_classes)
+    return pool, labelled.labels, source
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Calibration sets: an image folder, an ``.npz``/``.npy`` array, or the demo's training digits.
+"""Calibration sets: an image folder (flat or ImageFolder), an ``.npz``/``.npy`` array, or the demo's training digits.
 
 What a bundle was calibrated on is part of its manifest (``calibration``):
 the source, each file with its sha256, the preprocessing, the count and the
@@ -16,7 +16,8 @@ import numpy as np
 from ..bundle import sha256
 from ..config import AdaViTConfig
 from ..errors import InputError, param
-from ..inputs import ARRAY_SUFFIXES, image_files, load_inputs
+from ..collection import open_collection
+from ..inputs import ARRAY_SUFFIXES, load_inputs
 
 DEMO = "demo"
 
@@ -39,7 +40,8 @@ def load_calibration(source: str | Path, cfg: AdaViTConfig, count: int = 256, se
 
     ``source``: ``"demo"`` (the demo model's training digits, disjoint from its
     held-out test set), a folder of image files (preprocessed as ``cfg``
-    records), or an ``.npz`` (key ``images``) / ``.npy`` of normalised NCHW floats.
+    records; an ImageFolder tree gives a class-balanced subset, see
+    ``Collection.subset``), or an ``.npz`` (key ``images``) / ``.npy`` of normalised NCHW floats.
     """
     if count < 1:
         raise InputError(f"{param('calib_count')} must be >= 1, got {count}")
@@ -62,11 +64,10 @@ def load_calibration(source: str | Path, cfg: AdaViTConfig, count: int = 256, se
     else:
         path = Path(source)
         if path.is_dir():
-            files = image_files(path)
-            files = [files[i] for i in _subset(len(files), count, seed)]
-            images, _ = load_inputs(files, cfg)
-            record["source"] = {"kind": "folder", "path": str(path)}
-            record["files"] = [{"file": f.name, "sha256": sha256(f)} for f in files]
+            collection = open_collection(path).subset(count, seed)
+            images = collection.read_all(cfg)
+            record["source"] = {"kind": collection.kind, "path": str(path), "classes": collection.num_classes}
+            record["files"] = [{"file": n, "sha256": sha256(f)} for n, f in zip(collection.names, collection.items)]
             record["preprocess"] = asdict(cfg.preprocess)
         elif path.is_file() and path.suffix in ARRAY_SUFFIXES:
             images, _ = load_inputs([path], cfg)

@@ -91,6 +91,10 @@ def _errors() -> Iterator[None]:
             # escape: a path like "model[v2].pth" is not rich markup
             err_console.print(f"[bold red]error:[/] {escape(e.for_cli())}", highlight=False)
             raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            # the library writes its outputs atomically, at the end: an interrupted run leaves none
+            err_console.print("[bold red]interrupted:[/] nothing was written", highlight=False)
+            raise typer.Exit(130) from None
 
 
 def _print_warning(
@@ -101,18 +105,27 @@ def _print_warning(
 
 
 @contextmanager
-def _progress(prefix: str = "") -> Iterator[Callable[[str, int, int], None]]:
-    """A transient progress bar, as the library's ``progress(what, done, total)`` callback.
+def _progress(prefix: str = "", images: bool = False) -> Iterator[Callable[[str, int, int], None]]:
+    """A transient progress bar, as the library's ``progress(what, done, total)`` callback; ``images``:
+    ``done`` counts images, and the bar shows images/s and the time left.
 
     Disabled when stdout is not a terminal: a pipe or a file gets the
     results only (an enabled bar leaves a blank line there, even before an error).
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    if images:
+        columns += (TextColumn("{task.fields[rate]}"), TextColumn("ETA"), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as bar:
-        task = bar.add_task(escape(prefix), total=None)
-        yield lambda what, done, total: bar.update(task, description=escape(prefix + what), completed=done, total=total or None)
+        task = bar.add_task(escape(prefix), total=None, rate="")
+
+        def update(what: str, done: int, total: int) -> None:
+            speed = bar.tasks[0].speed
+            rate = f"{speed:.1f} images/s" if images and speed else ""
+            bar.update(task, description=escape(prefix + what), completed=done, total=total or None, rate=rate)
+
+        yield update
 
 
 def _version(value: bool) -> None:

@@ -78,6 +78,15 @@ BackendName = Annotated[
     ),
 ]
 Threads = Annotated[int, typer.Option(help="Intra-op threads (0: one per core).")]
+# -- options shared by the commands that stream an image collection (evaluate, infer) ----
+Workers = Annotated[
+    Optional[int],
+    typer.Option(help="Threads decoding images ahead of the model [default: half the cores, at least 1].", min=1),
+]
+SkipBad = Annotated[
+    bool,
+    typer.Option("--skip-bad", help="Leave out (with a warning naming it) an image file that cannot be read, instead of stopping."),
+]
 #: How a command that takes a checkpoint says what it runs without one.
 DEMO_MODEL = "Default: the embedded demo model (AdaViT trained on handwritten digits)."
 DemoBundle = Annotated[
@@ -108,8 +117,9 @@ Budgets = Annotated[
 Calib = Annotated[
     Optional[str],
     typer.Option(
-        help="Calibration set for budgets and --int8: a folder of images, an .npz/.npy of normalised NCHW "
-        "images, or 'demo' (the demo model's training digits) [default: demo for the demo model]."
+        help="Calibration set for budgets and --int8: a folder of images (flat, or ImageFolder class subfolders: "
+        "a class-balanced subset), an .npz/.npy of normalised NCHW images, or 'demo' (the demo model's training "
+        "digits) [default: demo for the demo model]."
     ),
 ]
 CalibCount = Annotated[int, typer.Option(help="Calibration images to use (a seeded subset of --calib).")]

@@ -57,10 +57,12 @@ class InferResult:
         arrays = {k: np.concatenate([getattr(p, k) for p in parts]) for k in ("logits", *NAMES, "gmacs")}
         return cls(**arrays, routing=stats)
 
-    def save(self, path: str | Path) -> None:
-        """Write ``logits``, the decisions and ``gmacs`` to ``.npz``, atomically."""
+    def save(self, path: str | Path, names: Sequence[str] | None = None) -> None:
+        """Write ``logits``, the decisions and ``gmacs`` to ``.npz``, atomically; ``names``: one per sample
+        (the input files), saved as ``names`` beside them."""
+        extra = {} if names is None else {"names": np.asarray(list(names), dtype=str)}
         with atomic_file(path, "--output") as tmp, open(tmp, "wb") as f:
-            np.savez(f, logits=self.logits, gmacs=self.gmacs, **{k: getattr(self, k) for k in NAMES})
+            np.savez(f, logits=self.logits, gmacs=self.gmacs, **{k: getattr(self, k) for k in NAMES}, **extra)
 
 
 @dataclass(frozen=True)

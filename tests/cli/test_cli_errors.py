@@ -94,7 +94,7 @@ def test_export_opset_outside_the_supported_range(runner, make_checkpoint, tmp_p
         (np.zeros((4, 2), np.int64), "1-D"),
         (np.zeros(3, np.int64), "4 images but 3 labels"),
         (np.array([0.0, 1.5, 2.0, 3.0]), "integer class indices; got float64"),
-        (np.array([0, 1, 7, -1]), "in [0, 7); label 7 at index 2 (2 outside in all)"),
+        (np.array([0, 1, 7, -1]), "label 7 of data.npz[2] is outside the model's 7 classes [0, 7) (2 such labels)"),
     ],
 )
 def test_evaluate_refuses_bad_labels(runner, half_gmacs_bundle, tmp_path, labels, fragment):
@@ -263,4 +263,4 @@ def test_missing_and_misplaced_paths_say_what_they_are(runner, tmp_path):
     _one_line_error(runner.invoke(app, ["infer", str(tmp_path / "nope"), str(a_file)]), "no such bundle directory")
     _one_line_error(runner.invoke(app, ["infer", str(a_file), str(a_file)]), "is a file, not a bundle directory")
     _one_line_error(runner.invoke(app, ["export", str(a_dir)]), f"{a_dir}: is a directory, not a checkpoint file")
-    _one_line_error(runner.invoke(app, ["evaluate", str(a_dir), "--data", str(tmp_path / "no.npz")]), "no.npz: no such file")
+    _one_line_error(runner.invoke(app, ["evaluate", str(a_dir), "--data", str(tmp_path / "no.npz")]), "no.npz: no such file or folder")

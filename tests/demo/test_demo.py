@@ -156,7 +156,10 @@ def test_budgets_and_precisions_on_held_out_digits(split, demo_bundle):
     """Issue 5's table: top-1 and GMACs at native / 0.7 / 0.35, fp16 and int8 next to fp32."""
     from adavit_deploy.evaluate import evaluate
 
-    rows, dense_top1 = evaluate(demo_bundle, split.test_images, split.test_labels)
+    result = evaluate(demo_bundle, "demo")
+    rows, dense_top1 = result.rows, result.dense_top1
+    assert result.source == {"path": "demo digits, held-out split (360 images)", "kind": "demo", "images": 360,
+                             "classes": 10, "skipped": []}  # fmt: skip
     top1 = {(r.budget, r.precision): r.top1 for r in rows}
     frac = {(r.budget, r.precision): r.gmacs_fraction for r in rows}
     for budget in ("0.7", "0.35"):  # calibrated on training digits, held within 5% on held-out ones
@@ -180,9 +183,10 @@ def test_bf16_and_int8_on_openvino_on_held_out_digits(split, demo_bundle):
     with load_bundle(demo_bundle, "ov", threads=1) as rt:  # what evaluate --backend ov runs by default
         assert runnable_precisions(rt) == ["fp32", "fp16", "int8", *(["bf16"] if has_bf16 else [])]
     wanted = ["fp32", "int8", *(["bf16"] if has_bf16 else [])]
-    rows, dense_top1 = evaluate(demo_bundle, split.test_images, split.test_labels, precisions=wanted, backend="ov")
-    by = {(r.budget, r.precision): r for r in rows}
-    ort_rows, ort_dense = evaluate(demo_bundle, split.test_images, split.test_labels, precisions=["fp32"])
+    result = evaluate(demo_bundle, "demo", precisions=wanted, backend="ov")
+    by = {(r.budget, r.precision): r for r in result.rows}
+    ort = evaluate(demo_bundle, "demo", precisions=["fp32"])
+    ort_rows, ort_dense, dense_top1 = ort.rows, ort.dense_top1, result.dense_top1
     for r in ort_rows:
         assert by[(r.budget, "fp32")].top1 == r.top1 and by[(r.budget, "fp32")].gmacs_mean == pytest.approx(r.gmacs_mean)
     assert dense_top1 == ort_dense

@@ -1,0 +1,257 @@
+"""Image collections (collection.py): ImageFolder, flat folders with or without a labels CSV, streaming, refusals."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from checks import cli_error, one_line
+from PIL import Image
+from random_models import SMALL_ARCH
+from typer.testing import CliRunner
+
+from adavit_deploy.cli import app
+from adavit_deploy.collection import Collection, infer_collection, open_collection, open_files
+from adavit_deploy.config import AdaViTConfig
+from adavit_deploy.errors import InputError
+from adavit_deploy.inputs import eval_transform, read_image
+from adavit_deploy.runtime import load_bundle
+
+CFG = AdaViTConfig.from_flags(**SMALL_ARCH)  # 32 px, 7 classes
+
+
+def _image(path: Path, seed: int, mode: str = "RGB", size: tuple[int, int] = (40, 36)) -> Path:
+    """A seeded picture in ``mode``, saved in the format its suffix names."""
+    rng = np.random.default_rng(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rgb = Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+    im = rgb.convert(mode)
+    im.save(path, quality=90) if path.suffix == ".jpg" else im.save(path)
+    return path
+
+
+def _image_folder(root: Path, per_class: dict[str, int]) -> Path:
+    seed = 0
+    for cls, n in per_class.items():
+        (root / cls).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            _image(root / cls / f"{i:02d}.png", seed := seed + 1)
+    return root
+
+
+def test_imagefolder_labels_follow_sorted_class_folders(tmp_path):
+    root = _image_folder(tmp_path / "val", {"n02": 2, "n01": 1, "n03": 2})
+    _image(root / "n01" / "deeper" / "x.jpg", 9)  # found recursively
+    _image(root / "n03" / ".ipynb_checkpoints" / "y.png", 9)  # hidden: left out
+    c = open_collection(root)
+    assert c.kind == "imagefolder" and c.classes == ("n01", "n02", "n03")
+    assert c.names == ("n01/00.png", "n01/deeper/x.jpg", "n02/00.png", "n02/01.png", "n03/00.png", "n03/01.png")
+    assert c.labels.tolist() == [0, 0, 1, 1, 2, 2]
+    assert c.describe() == {"path": str(root), "kind": "imagefolder", "images": 6, "classes": 3}
+
+
+def test_an_empty_class_folder_keeps_its_index_and_warns(tmp_path):
+    root = _image_folder(tmp_path / "val", {"a": 1, "b": 0, "c": 1})
+    with pytest.warns(UserWarning, match=r"1 class folder\(s\) hold no images \(b\); their class indices are kept"):
+        c = open_collection(root)
+    assert c.labels.tolist() == [0, 2] and c.num_classes == 3
+
+
+@pytest.mark.parametrize(
+    "make, fragment",
+    [
+        (lambda d: d.mkdir(), "no image files (.bmp, "),
+        (lambda d: (_image_folder(d, {"a": 1}), _image(d / "loose.png", 1)), "holds both image files (loose.png, ...) and class folders"),
+        (lambda d: None, "no such file or folder"),
+    ],
+    ids=["empty", "mixed-layout", "missing"],
+)
+def test_folders_refused_in_one_line_naming_the_path(tmp_path, make, fragment):
+    folder = tmp_path / "imgs"
+    make(folder)
+    with pytest.raises(InputError) as e:
+        open_collection(folder)
+    one_line(e, str(folder), fragment)
+
+
+def test_more_class_folders_than_the_model_has_classes(tmp_path):
+    root = _image_folder(tmp_path / "val", {f"c{k}": 1 for k in range(8)})
+    with pytest.raises(InputError) as e:
+        open_collection(root).require_labels(CFG.num_classes)
+    one_line(e, f"{root}: 8 class folders but the model has 7 classes")
+
+
+def test_flat_folder_has_no_labels_and_evaluate_says_how_to_give_them(tmp_path):
+    for i in range(3):
+        _image(tmp_path / "flat" / f"{i}.png", i)
+    c = open_collection(tmp_path / "flat")
+    assert c.kind == "folder" and c.labels is None and len(c) == 3
+    with pytest.raises(InputError) as e:
+        c.require_labels(7)
+    one_line(e, "evaluate needs labels", "ImageFolder tree", "labels FILE (CSV file,label)")
+
+
+def test_labels_csv_lists_the_collection(tmp_path):
+    flat = tmp_path / "flat"
+    for name in ("a.png", "b.jpg", "c.png", "extra.png"):
+        _image(flat / name, len(name))
+    (tmp_path / "labels.csv").write_text("file,label\nb.jpg,3\na.png,0\nc.png,6\n")
+    with pytest.warns(UserWarning, match=r"1 image\(s\) not in labels.csv left out \(extra.png, ...\)"):
+        c = open_collection(flat, tmp_path / "labels.csv")
+    assert c.names == ("b.jpg", "a.png", "c.png") and c.labels.tolist() == [3, 0, 6]
+    c.check_classes(7)
+    with pytest.raises(InputError) as e:
+        c.check_classes(5)
+    one_line(e, "label 6 of c.png is outside the model's 5 classes [0, 5)")
+
+
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("file,label\na.png,1\na.png,x\n", "row 3 'a.png,x' is not file,label"),
+        ("a.png,1,2\n", "is not file,label"),
+        ("gone.png,1\n", "row 1: "),
+        ("file,label\n", "no file,label rows"),
+    ],
+)
+def test_bad_labels_files_refused(tmp_path, text, fragment):
+    _image(tmp_path / "flat" / "a.png", 0)
+    (tmp_path / "l.csv").write_text(text)
+    with pytest.raises(InputError) as e:
+        open_collection(tmp_path / "flat", tmp_path / "l.csv")
+    one_line(e, "l.csv", fragment)
+
+
+def test_batches_decode_mixed_formats_and_modes_like_the_single_file_reader(tmp_path):
+    files = [
+        _image(tmp_path / "d" / "a.png", 1),
+        _image(tmp_path / "d" / "b.jpg", 2, size=(64, 30)),
+        _image(tmp_path / "d" / "c.png", 3, mode="L"),
+        _image(tmp_path / "d" / "d.png", 4, mode="RGBA"),
+        _image(tmp_path / "d" / "e.png", 5, mode="P"),
+    ]
+    c = open_collection(tmp_path / "d")
+    batches = list(c.batches(CFG, batch_size=2, workers=3))
+    assert [b.names for b in batches] == [["a.png", "b.jpg"], ["c.png", "d.png"], ["e.png"]]
+    got = np.concatenate([b.images for b in batches])
+    transform = eval_transform(CFG)
+    want = np.stack([transform(read_image(f)) for f in files])
+    assert got.dtype == np.float32 and got.shape == (5, 3, 32, 32)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_a_corrupt_file_stops_the_run_or_is_skipped_by_name(tmp_path):
+    d = tmp_path / "d"
+    for i in range(5):
+        _image(d / f"{i}.png", i)
+    (d / "2.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    c = open_collection(d)
+    with pytest.raises(InputError) as e:
+        list(c.batches(CFG, batch_size=2, workers=2))
+    one_line(e, str(d / "2.png"), "skip_bad leaves such files out")  # --skip-bad on the command line
+    with pytest.warns(UserWarning, match=r"skipped: .*2\.png"):
+        batches = list(c.batches(CFG, batch_size=2, workers=2, skip_bad=True))
+    assert [b.names for b in batches] == [["0.png", "1.png"], ["3.png"], ["4.png"]]
+    assert batches[1].skipped == ["2.png"]
+
+
+def test_stopping_early_leaves_no_decode_thread_running(tmp_path):
+    for i in range(24):
+        _image(tmp_path / "d" / f"{i:02d}.png", i)
+    stream = open_collection(tmp_path / "d").batches(CFG, batch_size=2, workers=2)
+    next(stream)
+    stream.close()  # what an error or Ctrl-C in the consumer does
+    assert not [t for t in threading.enumerate() if t.name.startswith("adavit-decode")]
+
+
+def test_subset_is_seeded_class_balanced_and_in_order(tmp_path):
+    labels = np.repeat(np.arange(4), [10, 10, 3, 10])
+    c = Collection("x", "array", tuple(range(33)), tuple(map(str, range(33))), labels, array=np.zeros((33, 1)))
+    s = c.subset(12, seed=0)
+    assert np.bincount(s.labels, minlength=4).tolist() == [3, 3, 3, 3]
+    assert list(s.items) == sorted(s.items) and s.items == c.subset(12, seed=0).items
+    assert s.items != c.subset(12, seed=1).items
+    assert np.bincount(c.subset(30).labels).tolist() == [9, 9, 3, 9]  # the small class given in full
+    assert c.subset(None) is c and c.subset(99) is c
+
+
+def test_open_files_mixes_files_folders_and_arrays(tmp_path):
+    a = _image(tmp_path / "a.png", 0)
+    _image(tmp_path / "dir" / "b.png", 1)
+    np.save(tmp_path / "x.npy", np.ones((2, 3, 32, 32), np.float32))
+    c = open_files([a, tmp_path / "dir", tmp_path / "x.npy"])
+    assert c.names == ("a.png", "b.png", "x.npy[0]", "x.npy[1]")
+    (batch,) = list(c.batches(CFG, 8))
+    assert batch.images.shape == (4, 3, 32, 32) and (batch.images[2:] == 1).all()
+
+
+def test_evaluate_on_a_folder_equals_infer_with_the_folder_labels(half_gmacs_bundle, tmp_path):
+    """Issue 25: top-1 (and top-5) of evaluate --data DIR is what infer gives on the same files."""
+    root = _image_folder(tmp_path / "val", {f"class{k}": 3 for k in range(7)})
+    _image(root / "class3" / "gray.jpg", 99, mode="L")
+    runner = CliRunner()
+    res = runner.invoke(app, ["evaluate", str(half_gmacs_bundle), "--data", str(root), "--json", str(tmp_path / "e.json"),
+                              "--batch-size", "4", "--workers", "2"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    table = json.loads((tmp_path / "e.json").read_text())
+    assert table["source"] == {"path": str(root), "kind": "imagefolder", "images": 22, "classes": 7, "skipped": []}
+    res = runner.invoke(app, ["infer", str(half_gmacs_bundle), str(root), "--output", str(tmp_path / "o.npz")])
+    assert res.exit_code == 0, res.output
+    with np.load(tmp_path / "o.npz") as z:
+        names, logits, gmacs = z["names"].tolist(), z["logits"], z["gmacs"]
+    assert names == list(open_collection(root).names)
+    labels = np.array([int(n.split("/")[0][len("class"):]) for n in names])
+    (native,) = [r for r in table["rows"] if r["budget"] == "native" and r["precision"] == "fp32"]
+    assert native["top1"] == pytest.approx(np.mean(logits.argmax(1) == labels))
+    top5 = np.argsort(-logits, axis=1)[:, :5]
+    assert native["top5"] == pytest.approx(np.mean((top5 == labels[:, None]).any(1)))
+    assert native["gmacs_mean"] == pytest.approx(gmacs.mean(), rel=1e-6)
+    with load_bundle(half_gmacs_bundle) as rt:
+        result, streamed_names = infer_collection(rt, open_collection(root), batch_size=5, workers=1)
+    assert streamed_names == names
+    np.testing.assert_allclose(result.logits, logits, atol=1e-5)
+
+
+def test_evaluate_limit_and_skip_bad_through_the_cli(half_gmacs_bundle, tmp_path):
+    root = _image_folder(tmp_path / "val", {f"c{k}": 4 for k in range(7)})
+    (root / "c1" / "01.png").write_bytes(b"broken")
+    runner = CliRunner()
+    out = tmp_path / "e.json"
+    cli_error(runner.invoke(app, ["evaluate", str(half_gmacs_bundle), "--data", str(root), "--json", str(out)]),
+              str(root / "c1" / "01.png"), "--skip-bad")  # fmt: skip
+    assert not out.exists()  # stopped: nothing half-written
+    res = runner.invoke(app, ["evaluate", str(half_gmacs_bundle), "--data", str(root), "--json", str(out), "--skip-bad"])
+    assert res.exit_code == 0, res.output
+    source = json.loads(out.read_text())["source"]
+    assert source["images"] == 27 and source["skipped"] == ["c1/01.png"]
+    res = runner.invoke(app, ["evaluate", str(half_gmacs_bundle), "--data", str(root), "--json", str(out), "--limit", "14"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(out.read_text())["source"]["images"] == 14
+
+
+def test_evaluate_refuses_a_folder_where_every_image_was_skipped(half_gmacs_bundle, tmp_path):
+    root = tmp_path / "val"
+    for k in range(2):
+        (root / f"c{k}").mkdir(parents=True)
+        (root / f"c{k}" / "0.png").write_bytes(b"broken")
+    out = tmp_path / "e.json"
+    args = ["evaluate", str(half_gmacs_bundle), "--data", str(root), "--json", str(out), "--skip-bad"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    *warned, error = result.output.strip().splitlines()
+    assert [w.startswith("warning: skipped: ") for w in warned] == [True, True], result.output
+    assert error == f"error: {root}: every image was unreadable (2 skipped)"
+    assert not out.exists()
+
+
+def test_infer_refuses_a_corrupt_file_and_writes_nothing(half_gmacs_bundle, tmp_path):
+    d = tmp_path / "d"
+    for i in range(3):
+        _image(d / f"{i}.png", i)
+    (d / "1.png").write_bytes(b"")
+    out = tmp_path / "out.npz"
+    cli_error(CliRunner().invoke(app, ["infer", str(half_gmacs_bundle), str(d), "--output", str(out)]), "1.png: not")
+    assert not out.exists() and not list(tmp_path.glob("*.partial*"))
