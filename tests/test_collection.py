@@ -46,11 +46,13 @@ def test_imagefolder_labels_follow_sorted_class_folders(tmp_path):
     root = _image_folder(tmp_path / "val", {"n02": 2, "n01": 1, "n03": 2})
     _image(root / "n01" / "deeper" / "x.jpg", 9)  # found recursively
     _image(root / "n03" / ".ipynb_checkpoints" / "y.png", 9)  # hidden: left out
+    _image(root / "n02" / "ILSVRC2012_val_1.JPEG", 9)  # ImageNet's upper-case extension
     c = open_collection(root)
     assert c.kind == "imagefolder" and c.classes == ("n01", "n02", "n03")
-    assert c.names == ("n01/00.png", "n01/deeper/x.jpg", "n02/00.png", "n02/01.png", "n03/00.png", "n03/01.png")
-    assert c.labels.tolist() == [0, 0, 1, 1, 2, 2]
-    assert c.describe() == {"path": str(root), "kind": "imagefolder", "images": 6, "classes": 3}
+    assert c.names == ("n01/00.png", "n01/deeper/x.jpg", "n02/00.png", "n02/01.png", "n02/ILSVRC2012_val_1.JPEG",
+                       "n03/00.png", "n03/01.png")  # fmt: skip
+    assert c.labels.tolist() == [0, 0, 1, 1, 1, 2, 2]
+    assert c.describe() == {"path": str(root), "kind": "imagefolder", "images": 7, "classes": 3}
 
 
 def test_an_empty_class_folder_keeps_its_index_and_warns(tmp_path):
