@@ -36,7 +36,7 @@ from adaptive_vs_dense import WORK, bundle_path
 from PIL import Image
 
 from adavit_deploy.collection import default_workers, open_collection
-from adavit_deploy.machine import cpu_model
+from adavit_deploy.machine import cpu_flags, cpu_model
 from adavit_deploy.runtime import load_bundle
 
 CLASSES = 10
@@ -76,15 +76,29 @@ def predecoded(root: Path, bundle: Path) -> tuple[Path, float]:
     return out, ms
 
 
+#: Runs the CLI and, at exit, writes its peak RSS (VmHWM: this process's own address space since exec;
+#: ``ru_maxrss`` of a child would start from this script's peak, which Linux carries across fork and exec).
+CHILD = """import atexit, re, runpy, sys
+out = sys.argv.pop(1)
+def peak():
+    with open("/proc/self/status") as f, open(out, "w") as o:
+        o.write(re.search(r"VmHWM:\\s+(\\d+) kB", f.read()).group(1))
+atexit.register(peak)
+runpy.run_module("adavit_deploy", run_name="__main__")
+"""
+
+
 def timed(args: list[str]) -> tuple[float, int]:
     """Run ``adavit-deploy ARGS`` as a child process: its wall seconds and its own peak RSS (MiB)."""
-    start = time.perf_counter()
-    child = subprocess.Popen([sys.executable, "-m", "adavit_deploy", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(child.pid, 0)
-    seconds = time.perf_counter() - start
-    if status:
-        sys.exit(f"adavit-deploy {' '.join(args)} failed: {child.stderr.read().decode()[-2000:]}")
-    return seconds, usage.ru_maxrss // 1024  # Linux: KiB
+    with tempfile.TemporaryDirectory() as tmp:
+        peak = Path(tmp) / "vmhwm"
+        start = time.perf_counter()
+        child = subprocess.run([sys.executable, "-c", CHILD, str(peak), *args], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)  # fmt: skip
+        seconds = time.perf_counter() - start
+        if child.returncode:
+            sys.exit(f"adavit-deploy {' '.join(args)} failed: {child.stderr[-2000:]}")
+        return seconds, int(peak.read_text()) // 1024
 
 
 def main() -> None:
@@ -114,7 +128,8 @@ def main() -> None:
 
     mean = {k: float(np.mean([r["images_per_s"] for r in v])) for k, v in runs.items()}
     summary = {
-        "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version()},
+        "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(),
+                    "flags": sorted(f for f in cpu_flags() or () if f.startswith(("avx", "amx")))},
         "images": a.images, "batch_size": a.batch_size, "workers": a.workers,
         "decode_ms_per_image": round(decode_ms, 2),
         "infer_one_image_peak_rss_mib": infer_rss,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -22,6 +25,13 @@ def test_names_are_indices_below_imagenet_size():
     assert class_names(10)(np.int64(3)) == "class 3"
 
 
-def test_imagenet_names_come_from_timm():
+def test_imagenet_names_come_from_timm_without_importing_it():
     pytest.importorskip("timm")
-    assert class_names(1000)(1) == "goldfish"
+    code = ("import sys; from adavit_deploy.classes import class_names; name = class_names(1000); "
+            "print(name(0), '|', name(1), '|', name(999), '|', 'timm' in sys.modules, 'torch' in sys.modules)")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    from timm.data import ImageNetInfo
+
+    info = ImageNetInfo()
+    want = [info.index_to_description(i).split(",")[0] for i in (0, 1, 999)]
+    assert out == f"{want[0]} | {want[1]} | {want[2]} | False False" and want[1] == "goldfish"

@@ -169,6 +169,31 @@ def test_stopping_early_leaves_no_decode_thread_running(tmp_path):
     assert not [t for t in threading.enumerate() if t.name.startswith("adavit-decode")]
 
 
+@pytest.mark.parametrize("command", ["infer", "evaluate"])
+def test_ctrl_c_mid_run_stops_cleanly_and_writes_nothing(half_gmacs_bundle, tmp_path, monkeypatch, command):
+    from adavit_deploy.runtime.adaptive import AdaptiveRuntime
+
+    root = _image_folder(tmp_path / "val", {f"c{k}": 3 for k in range(7)})
+    real, calls = AdaptiveRuntime.infer, []
+
+    def interrupted(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # the second batch: the first one's results are held, nothing is written yet
+            raise KeyboardInterrupt
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(AdaptiveRuntime, "infer", interrupted)
+    out = tmp_path / "out"
+    out.mkdir()
+    args = [str(half_gmacs_bundle), str(root), "--batch-size", "4"]
+    args += ["--output", str(out / "r.npz")] if command == "infer" else ["--data", args.pop(1), "--json", str(out / "r.json")]
+    result = CliRunner().invoke(app, [command, *args])
+    assert result.exit_code == 130 and "Traceback" not in result.output, result.output
+    assert result.output.strip().splitlines()[-1] == "interrupted: nothing was written"
+    assert len(calls) == 2 and not any(out.iterdir())
+    assert not [t for t in threading.enumerate() if t.name.startswith("adavit-decode")]
+
+
 def test_subset_is_seeded_class_balanced_and_in_order(tmp_path):
     labels = np.repeat(np.arange(4), [10, 10, 3, 10])
     c = Collection("x", "array", tuple(range(33)), tuple(map(str, range(33))), labels, array=np.zeros((33, 1)))
