@@ -23,20 +23,34 @@ def top_k(logits: np.ndarray, k: int = 5) -> tuple[np.ndarray, np.ndarray]:
     return top, np.take_along_axis(probs, top, axis=1)
 
 
-def _imagenet_lemmas() -> list[str] | None:
-    """The first lemma of each ImageNet-1k class, in class order, from timm's ``data/_info`` files; None
-    without timm (``find_spec`` locates a package without running it)."""
+def _timm_info(name: str) -> str | None:
+    """One of timm's ``data/_info`` files, read without importing timm (``find_spec`` locates a
+    package without running it); None without timm or where its layout differs."""
     spec = importlib.util.find_spec("timm")
     if spec is None or not spec.submodule_search_locations:
         return None
-    info = Path(next(iter(spec.submodule_search_locations))) / "data" / "_info"
     try:
-        synsets = (info / "imagenet_synsets.txt").read_text().split()
-        lemmas = dict(line.split("\t", 1) for line in (info / "imagenet_synset_to_lemma.txt").read_text().splitlines() if "\t" in line)
-        names = [lemmas[s].split(",")[0] for s in synsets]
-    except (OSError, KeyError):  # another timm layout: numbers rather than a traceback
+        return (Path(next(iter(spec.submodule_search_locations))) / "data" / "_info" / name).read_text()
+    except OSError:
         return None
-    return names if len(names) == 1000 else None
+
+
+def imagenet_synsets() -> list[str] | None:
+    """ImageNet-1k's WordNet ids in class-index order (sorted: the order of its 1000 class folders)."""
+    text = _timm_info("imagenet_synsets.txt")
+    synsets = text.split() if text else []
+    return synsets if len(synsets) == 1000 else None
+
+
+def _imagenet_lemmas() -> list[str] | None:
+    """The first lemma of each ImageNet-1k class, in class order."""
+    synsets, text = imagenet_synsets(), _timm_info("imagenet_synset_to_lemma.txt")
+    if synsets is None or text is None:
+        return None
+    lemmas = dict(line.split("\t", 1) for line in text.splitlines() if "\t" in line)
+    if not all(s in lemmas for s in synsets):
+        return None
+    return [lemmas[s].split(",")[0] for s in synsets]
 
 
 def class_names(num_classes: int) -> Callable[[int], str]:

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 import numpy as np
 
 from .config import AdaViTConfig
-from .errors import InputError, param
+from .errors import InputError, ParamWarning, param
 from .inputs import (
     ARRAY_SUFFIXES,
     IMAGE_EXTENSIONS,
@@ -84,13 +84,18 @@ class Collection:
         """What was read, for a report: the path, how many images and classes."""
         return {"path": self.source, "kind": self.kind, "images": len(self), "classes": self.num_classes}
 
-    def subset(self, limit: int | None, seed: int = 0) -> "Collection":
+    def subset(self, limit: int | None, seed: int = 0, what: str | None = "limit") -> "Collection":
         """At most ``limit`` items, seeded; class-balanced where there are labels (round-robin over classes
-        in a seeded order within each), in collection order. ``None`` or ``limit >= len``: all of them."""
+        in a seeded order within each), in collection order. ``None`` or ``limit >= len``: all of them (a
+        warning when more were asked for); ``what``: the parameter's name, for messages (``None``: a cap
+        of the caller's own, no warning)."""
+        if limit is not None and limit < 1:
+            raise InputError(f"{param(what or 'limit')} must be >= 1, got {limit}")
         if limit is None or limit >= len(self):
+            if what is not None and limit is not None and limit > len(self):
+                message = f"{param(what)} {limit}, but {self.source} holds {len(self)} images: all of them are used"
+                warnings.warn(ParamWarning(message), stacklevel=2)
             return self
-        if limit < 1:
-            raise InputError(f"{param('limit')} must be >= 1, got {limit}")
         rng = np.random.default_rng(seed)
         if self.labels is None:
             keep = rng.choice(len(self), limit, replace=False)
@@ -107,6 +112,33 @@ class Collection:
             labels=None if self.labels is None else self.labels[keep],
         )
 
+    def for_model(self, num_classes: int) -> "Collection":
+        """The collection with labels that mean the model's classes, checked (``check_classes``).
+
+        An ImageFolder tree with fewer class folders than the model has classes is a
+        subset of them, and sorted positions would mislabel it: where the model has
+        ImageNet-1k's 1000 classes and every folder is an ImageNet synset, each folder
+        gets its synset's index (the same as sorted positions for the full 1000);
+        otherwise a warning says how the labels were given and how to give others.
+        """
+        if self.kind != "imagefolder" or len(self.classes) >= num_classes:
+            self.check_classes(num_classes)
+            return self
+        from .classes import imagenet_synsets
+
+        synsets = imagenet_synsets() if num_classes == 1000 else None
+        if synsets is not None and set(self.classes) <= set(synsets):
+            index = np.asarray([synsets.index(c) for c in self.classes], np.int64)
+            return replace(self, labels=index[self.labels], classes=None)
+        warnings.warn(
+            f"{self.source}: {len(self.classes)} class folders for a model of {num_classes} classes: the sorted "
+            f"folders are labelled 0..{len(self.classes) - 1} (torchvision's rule); if they are other classes "
+            f"of the model, give {param('labels')} FILE (CSV path,label)",
+            ParamWarning,
+            stacklevel=2,
+        )
+        return self
+
     def check_classes(self, num_classes: int) -> None:
         """Refuse a source with more classes than the model, or a label outside ``[0, num_classes)``."""
         if self.classes is not None and len(self.classes) > num_classes:
@@ -119,28 +151,28 @@ class Collection:
                     f"{num_classes} classes [0, {num_classes}) ({len(bad)} such labels)"
                 )
 
-    def require_labels(self, num_classes: int, what: str = "evaluate") -> np.ndarray:
-        """The labels, checked against the model, or one line saying how to give them."""
+    def require_labels(self, num_classes: int, what: str = "evaluate") -> "Collection":
+        """The collection labelled for the model (``for_model``), or one line saying how to give labels."""
         if self.labels is None:
             raise InputError(
                 f"{self.source}: {what} needs labels: give an ImageFolder tree (one subfolder per class), "
                 f"a folder with {param('labels')} FILE (CSV file,label), or an .npz with 'labels'"
             )
-        self.check_classes(num_classes)
-        return self.labels
+        return self.for_model(num_classes)
 
     def batches(
         self,
         cfg: AdaViTConfig,
         batch_size: int,
         workers: int | None = None,
-        skip_bad: bool = False,
+        skip_bad: bool | None = False,
     ) -> Iterator["Batch"]:
         """Decoded batches of at most ``batch_size``, in order, ``AHEAD`` decoded ahead on ``workers`` threads.
 
-        A file that cannot be read stops the run with its path (an ``InputError``),
-        or, with ``skip_bad``, is left out of its batch with a warning naming it
-        (``Batch.skipped``). Closing the iterator early (an error, Ctrl-C) cancels
+        A file that cannot be read stops the run with its path (an ``InputError``;
+        ``skip_bad=None``: a caller that offers no ``skip_bad``, so the message does
+        not suggest it), or, with ``skip_bad``, is left out of its batch with a
+        warning naming it (``Batch.skipped``). Closing the iterator early (an error, Ctrl-C) cancels
         what is queued and waits for the threads: nothing is left running.
         """
         if batch_size < 1:
@@ -168,13 +200,15 @@ class Collection:
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
-    def _gather(self, span: range, futures: list[Future], skip_bad: bool) -> "Batch":
+    def _gather(self, span: range, futures: list[Future], skip_bad: bool | None) -> "Batch":
         images, kept, skipped = [], [], []
         for i, future in zip(span, futures):
             try:
                 images.append(future.result())
                 kept.append(i)
             except InputError as e:
+                if skip_bad is None:
+                    raise
                 if not skip_bad:
                     raise InputError(f"{e} ({param('skip_bad')} leaves such files out)") from None
                 warnings.warn(f"skipped: {e}", stacklevel=2)
@@ -185,7 +219,7 @@ class Collection:
 
     def read_all(self, cfg: AdaViTConfig, workers: int | None = None) -> np.ndarray:
         """Every image decoded into one array: for the small sets held in memory (calibration, bench)."""
-        return np.concatenate([b.images for b in self.batches(cfg, 64, workers) if len(b.names)])
+        return np.concatenate([b.images for b in self.batches(cfg, 64, workers, skip_bad=None)])
 
 
 @dataclass
@@ -235,19 +269,27 @@ def open_collection(source: str | Path, labels: str | Path | None = None, want: 
 
 
 def open_files(paths: Sequence[str | Path], want: tuple[int, int, int] | None = None) -> Collection:
-    """Several inputs as one collection (``infer a.png b.jpg dir/ x.npz``): folders and arrays expanded."""
+    """Several inputs as one collection (``infer a.png b.jpg dir/ x.npz``): folders (every image under
+    them, class folders or not: no labels are read) and arrays expanded; each named by its path as given
+    (``dir/cat/1.jpg``, ``x.npz[3]``), so names from different inputs stay apart."""
     if not paths:
         raise InputError("no inputs given")
     parts = []
     for p in map(Path, paths):
-        if p.is_dir() or p.suffix in ARRAY_SUFFIXES:
-            parts.append(open_collection(p, want=want))
-            continue
-        if not p.is_file():
+        if p.is_dir():
+            images = _walk_images(p)  # no labels wanted: every image under it, class folders or not
+            if not images:
+                raise _no_images(p)
+            parts.append(Collection(str(p), "files", tuple(images), tuple(f.as_posix() for f in images)))
+        elif p.suffix in ARRAY_SUFFIXES:
+            part = open_collection(p, want=want)
+            parts.append(replace(part, names=tuple(f"{p.as_posix()}[{i}]" for i in range(len(part)))))
+        elif not p.is_file():
             raise InputError(f"{p}: no such file")
-        if p.stat().st_size == 0:
+        elif p.stat().st_size == 0:
             raise InputError(f"{p}: is empty (0 bytes)")
-        parts.append(Collection(str(p), "files", (p,), (p.name,)))
+        else:
+            parts.append(Collection(str(p), "files", (p,), (p.as_posix(),)))
     if len(parts) == 1:
         return parts[0]
     return _concat(parts, ", ".join(map(str, paths)))
@@ -296,10 +338,15 @@ def _concat(parts: list[Collection], source: str) -> Collection:
 
 
 def _walk_images(folder: Path) -> list[Path]:
-    """Image files under ``folder``, recursively, in torchvision's order (sorted walk, links followed);
-    hidden files and folders (``.ipynb_checkpoints``) left out."""
-    walked = []
+    """Image files under ``folder``, recursively, in torchvision's order (sorted walk, links followed, each
+    folder once); hidden files and folders (``.ipynb_checkpoints``) left out."""
+    walked, seen = [], set()
     for root, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:  # a link back to a folder already walked (a cycle, or two links to one folder)
+            dirs[:] = []
+            continue
+        seen.add(real)
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         walked.append((root, files))
     return [Path(root) / f for root, files in sorted(walked) for f in sorted(files) if is_image_file(Path(root) / f)]
@@ -347,17 +394,21 @@ def _labelled_folder(path: Path, labels_file: Path) -> Collection:
         rows, first = rows[1:], 2  # a header
     if not rows:
         raise InputError(f"{labels_file}: no file,label rows")
-    items, labels = [], []
+    items, labels, rows_of = [], [], {}
     for line, row in enumerate(rows, first):
         if len(row) != 2 or not row[1].strip().lstrip("-").isdigit():
             raise InputError(f"{labels_file}: row {line} {','.join(row)!r} is not file,label (an integer class index)")
         file = path / row[0].strip()
+        if not file.exists():
+            raise InputError(f"{labels_file}: row {line}: {file}: no such file")
         if not is_image_file(file):
-            raise InputError(f"{labels_file}: row {line}: {file} is not an image file in {path}")
+            raise InputError(f"{labels_file}: row {line}: {file} is not an image file")
+        if file in rows_of:
+            raise InputError(f"{labels_file}: row {line}: {row[0].strip()} is already listed at row {rows_of[file]}")
+        rows_of[file] = line
         items.append(file)
         labels.append(int(row[1]))
-    listed = set(items)
-    unlisted = [p.name for p in sorted(path.iterdir()) if is_image_file(p) and p not in listed]
+    unlisted = [p.relative_to(path).as_posix() for p in _walk_images(path) if p not in rows_of]
     if unlisted:
         warnings.warn(f"{path}: {len(unlisted)} image(s) not in {labels_file.name} left out ({unlisted[0]}, ...)", stacklevel=3)
     names = tuple(f.relative_to(path).as_posix() for f in items)

@@ -17,12 +17,9 @@ def param(name: str, flag: str | None = None, python: str | None = None) -> str:
     return f"{_MARK}{python or name}|{flag or name.replace('_', '-')}{_MARK}"
 
 
-class AdaViTDeployError(Exception):
-    """Base class: a user-facing problem with a fix-it message.
-
-    A message names parameters with ``param``: ``str(e)`` says the Python parameter
-    (``threads``), ``e.for_cli()`` the command-line flag (``--threads``).
-    """
+class _Named:
+    """A message that names parameters with ``param``: ``str(e)`` says the Python parameter
+    (``threads``), ``e.for_cli()`` the command-line flag (``--threads``)."""
 
     def __str__(self) -> str:
         return _NAMED.sub(lambda m: m.group(1).split("|")[0], super().__str__())
@@ -30,6 +27,14 @@ class AdaViTDeployError(Exception):
     def for_cli(self) -> str:
         """The message as the command line shows it: flags, not parameter names."""
         return _NAMED.sub(lambda m: "--" + m.group(1).split("|")[1], super().__str__())
+
+
+class AdaViTDeployError(_Named, Exception):
+    """Base class: a user-facing problem with a fix-it message."""
+
+
+class ParamWarning(_Named, UserWarning):
+    """A warning whose message names a parameter (``param``), shown as a flag by the CLI."""
 
 
 class CheckpointError(AdaViTDeployError):

@@ -128,7 +128,7 @@ def evaluate(
     step = progress or (lambda *_: None)
     start = time.perf_counter()
     with load_bundle(bundle, backend, threads=threads) as rt, ExitStack() as stack:
-        collection.require_labels(rt.cfg.num_classes)
+        collection = collection.require_labels(rt.cfg.num_classes)
         budgets = list(budgets or rt.manifest.budgets)
         for b in budgets:
             rt.manifest.budget(b)  # an unknown budget fails before any image is decoded
@@ -156,7 +156,7 @@ def evaluate(
             raise InputError(f"{collection.source}: every image was unreadable ({len(skipped)} skipped)")
         dense = dense_gmacs(rt.cfg)
         rows = [tallies[b, p].row(b, p, dense) for b in budgets for p in precisions]
-    source = {**collection.describe(), "images": read, "skipped": skipped}
+    source = {**collection.describe(), "images": read, "skipped": skipped, "limit": limit, "seed": 0 if limit else None}
     return Evaluation(rows, dense_hits[0] / read, dense_hits[1] / read, source, time.perf_counter() - start)
 
 

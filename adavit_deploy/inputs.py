@@ -191,6 +191,8 @@ def read_image(path: Path) -> Image:
     from PIL import Image, UnidentifiedImageError
 
     try:
+        if path.stat().st_size == 0:
+            raise InputError("is empty (0 bytes)")
         with Image.open(path) as im:
             im.load()
             return to_rgb(im)

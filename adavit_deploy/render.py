@@ -80,6 +80,7 @@ def print_inference(console: Console, labels: Sequence[str], result, num_classes
     top, probs = top_k(result.logits, 5)
     name = class_names(num_classes)
     table = Table("input", "top-5 (probability)", "GMACs")
+    table.columns[0].overflow = "fold"  # a long path folds rather than losing its end (what tells files apart)
     for label, classes, p, g in zip(labels, top, probs, result.gmacs):
         table.add_row(escape(label), escape(", ".join(f"{name(c)} ({q:.2f})" for c, q in zip(classes, p))), f"{g:.4g}")
     _print_table(console, table)
@@ -88,6 +89,10 @@ def print_inference(console: Console, labels: Sequence[str], result, num_classes
 def print_repository(console: Console, path: Path, models: list[str]) -> None:
     """``triton-repo``: where the repository went and the models it serves."""
     console.print(f"[green]repository written:[/] {escape(str(path))} (models: {escape(', '.join(models))})")
+
+
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
 
 
 def _floor_pct(x: float) -> str:
@@ -99,10 +104,10 @@ def print_evaluation(console: Console, result) -> None:
     """``evaluate``: top-1, top-5, GMACs and agreement vs fp32 per budget and precision, then the dense graph;
     what was read and how fast."""
     src = result.source
-    classes = f", {src['classes']} classes" if src.get("classes") else ""
+    classes = f", {_count(src['classes'], 'class', 'classes')}" if src.get("classes") else ""
     table = Table(
         "budget", "precision", "top-1", "top-5", "GMACs", "of dense", "vs fp32",
-        title=f"{escape(src['path'])}: {src['images']} images{classes}",
+        title=f"{escape(src['path'])}: {_count(src['images'], 'image', 'images')}{classes}",
         caption=f"vs fp32: top-1 agreement, decisions equal, max |logit diff|; {result.images_per_s:.1f} images/s "
         "through every row and dense, decoding included",
     )  # fmt: skip

@@ -110,6 +110,14 @@ def test_labels_csv_lists_the_collection(tmp_path):
     one_line(e, "label 6 of c.png is outside the model's 5 classes [0, 5)")
 
 
+def test_labels_csv_over_a_tree_names_what_it_leaves_out(tmp_path):
+    root = _image_folder(tmp_path / "val", {"a": 2, "b": 1})
+    (tmp_path / "l.csv").write_text("b/00.png,4\n")
+    with pytest.warns(UserWarning, match=r"2 image\(s\) not in l.csv left out \(a/00.png, ...\)"):
+        c = open_collection(root, tmp_path / "l.csv")
+    assert c.names == ("b/00.png",) and c.labels.tolist() == [4]
+
+
 @pytest.mark.parametrize(
     "text, fragment",
     [
@@ -117,10 +125,14 @@ def test_labels_csv_lists_the_collection(tmp_path):
         ("a.png,1,2\n", "is not file,label"),
         ("gone.png,1\n", "row 1: "),
         ("file,label\n", "no file,label rows"),
+        ("file,label\na.png,1\na.png,2\n", "row 3: a.png is already listed at row 2"),
+        ("a.png,1\nmissing.png,1\n", "missing.png: no such file"),
+        ("notes.txt,1\n", "notes.txt is not an image file"),
     ],
 )
 def test_bad_labels_files_refused(tmp_path, text, fragment):
     _image(tmp_path / "flat" / "a.png", 0)
+    (tmp_path / "flat" / "notes.txt").write_text("not an image")
     (tmp_path / "l.csv").write_text(text)
     with pytest.raises(InputError) as e:
         open_collection(tmp_path / "flat", tmp_path / "l.csv")
@@ -158,6 +170,9 @@ def test_a_corrupt_file_stops_the_run_or_is_skipped_by_name(tmp_path):
         batches = list(c.batches(CFG, batch_size=2, workers=2, skip_bad=True))
     assert [b.names for b in batches] == [["0.png", "1.png"], ["3.png"], ["4.png"]]
     assert batches[1].skipped == ["2.png"]
+    with pytest.raises(InputError) as e:  # calibration and bench read all: they offer no skip_bad to suggest
+        c.read_all(CFG)
+    assert str(e.value) == f"{d / '2.png'}: not an image file"
 
 
 def test_stopping_early_leaves_no_decode_thread_running(tmp_path):
@@ -202,17 +217,47 @@ def test_subset_is_seeded_class_balanced_and_in_order(tmp_path):
     assert list(s.items) == sorted(s.items) and s.items == c.subset(12, seed=0).items
     assert s.items != c.subset(12, seed=1).items
     assert np.bincount(c.subset(30).labels).tolist() == [9, 9, 3, 9]  # the small class given in full
-    assert c.subset(None) is c and c.subset(99) is c
+    assert c.subset(None) is c
+    with pytest.warns(UserWarning, match=r"^limit 99, but x holds 33 images: all of them are used$"):
+        assert c.subset(99) is c
 
 
-def test_open_files_mixes_files_folders_and_arrays(tmp_path):
+def test_open_files_mixes_files_folders_and_arrays_named_as_given(tmp_path):
     a = _image(tmp_path / "a.png", 0)
     _image(tmp_path / "dir" / "b.png", 1)
+    _image(tmp_path / "dir" / "cat" / "c.png", 2)  # top-level images and a subfolder: fine without labels
     np.save(tmp_path / "x.npy", np.ones((2, 3, 32, 32), np.float32))
-    c = open_files([a, tmp_path / "dir", tmp_path / "x.npy"])
-    assert c.names == ("a.png", "b.png", "x.npy[0]", "x.npy[1]")
+    c = open_files([a, tmp_path / "dir", tmp_path / "x.npy", tmp_path / "dir"])
+    t = tmp_path.as_posix()
+    assert c.names == (f"{t}/a.png", f"{t}/dir/b.png", f"{t}/dir/cat/c.png", f"{t}/x.npy[0]", f"{t}/x.npy[1]",
+                       f"{t}/dir/b.png", f"{t}/dir/cat/c.png")  # fmt: skip
     (batch,) = list(c.batches(CFG, 8))
-    assert batch.images.shape == (4, 3, 32, 32) and (batch.images[2:] == 1).all()
+    assert batch.images.shape == (7, 3, 32, 32) and (batch.images[3:5] == 1).all()
+
+
+def test_a_symlink_cycle_is_walked_once(tmp_path):
+    _image(tmp_path / "d" / "c" / "0.png", 0)
+    (tmp_path / "d" / "c" / "up").symlink_to(tmp_path / "d")
+    assert open_collection(tmp_path / "d").names == ("c/0.png",)
+    assert open_files([tmp_path / "d"]).names == (f"{tmp_path.as_posix()}/d/c/0.png",)
+
+
+def test_a_partial_tree_of_imagenet_synsets_gets_their_indices(tmp_path):
+    pytest.importorskip("timm")  # ImageNet's synset list comes from timm's data files
+    root = _image_folder(tmp_path / "val", {"n01443537": 1, "n01440764": 2, "n15075141": 1})
+    c = open_collection(root)
+    assert c.labels.tolist() == [0, 0, 1, 2]  # sorted positions ...
+    assert c.for_model(1000).labels.tolist() == [0, 0, 1, 999]  # ... are ImageNet's indices for a 1000-class model
+
+
+def test_a_partial_tree_of_other_classes_warns_how_it_is_labelled(tmp_path, half_gmacs_bundle):
+    root = _image_folder(tmp_path / "val", {"cat": 1, "dog": 1})
+    with pytest.warns(UserWarning, match=r"2 class folders for a model of 7 classes: the sorted folders are "
+                                         r"labelled 0\.\.1 \(torchvision's rule\); .* give labels FILE"):  # fmt: skip
+        assert open_collection(root).for_model(7).labels.tolist() == [0, 1]
+    result = CliRunner().invoke(app, ["evaluate", str(half_gmacs_bundle), "--data", str(root), "--limit", "5"])
+    assert result.exit_code == 0, result.output
+    assert "warning: --limit 5, but" in result.output and "give --labels FILE" in result.output
 
 
 def test_evaluate_on_a_folder_equals_infer_with_the_folder_labels(half_gmacs_bundle, tmp_path):
@@ -224,13 +269,14 @@ def test_evaluate_on_a_folder_equals_infer_with_the_folder_labels(half_gmacs_bun
                               "--batch-size", "4", "--workers", "2"])  # fmt: skip
     assert res.exit_code == 0, res.output
     table = json.loads((tmp_path / "e.json").read_text())
-    assert table["source"] == {"path": str(root), "kind": "imagefolder", "images": 22, "classes": 7, "skipped": []}
+    assert table["source"] == {"path": str(root), "kind": "imagefolder", "images": 22, "classes": 7, "skipped": [],
+                               "limit": None, "seed": None}  # fmt: skip
     res = runner.invoke(app, ["infer", str(half_gmacs_bundle), str(root), "--output", str(tmp_path / "o.npz")])
     assert res.exit_code == 0, res.output
     with np.load(tmp_path / "o.npz") as z:
         names, logits, gmacs = z["names"].tolist(), z["logits"], z["gmacs"]
-    assert names == list(open_collection(root).names)
-    labels = np.array([int(n.split("/")[0][len("class"):]) for n in names])
+    assert names == [f"{root.as_posix()}/{n}" for n in open_collection(root).names]  # the paths as given
+    labels = np.array([int(Path(n).parent.name[len("class"):]) for n in names])
     (native,) = [r for r in table["rows"] if r["budget"] == "native" and r["precision"] == "fp32"]
     assert native["top1"] == pytest.approx(np.mean(logits.argmax(1) == labels))
     top5 = np.argsort(-logits, axis=1)[:, :5]
@@ -238,7 +284,7 @@ def test_evaluate_on_a_folder_equals_infer_with_the_folder_labels(half_gmacs_bun
     assert native["gmacs_mean"] == pytest.approx(gmacs.mean(), rel=1e-6)
     with load_bundle(half_gmacs_bundle) as rt:
         result, streamed_names = infer_collection(rt, open_collection(root), batch_size=5, workers=1)
-    assert streamed_names == names
+    assert streamed_names == list(open_collection(root).names)
     np.testing.assert_allclose(result.logits, logits, atol=1e-5)
 
 
@@ -253,10 +299,11 @@ def test_evaluate_limit_and_skip_bad_through_the_cli(half_gmacs_bundle, tmp_path
     res = runner.invoke(app, ["evaluate", str(half_gmacs_bundle), "--data", str(root), "--json", str(out), "--skip-bad"])
     assert res.exit_code == 0, res.output
     source = json.loads(out.read_text())["source"]
-    assert source["images"] == 27 and source["skipped"] == ["c1/01.png"]
+    assert source["images"] == 27 and source["skipped"] == ["c1/01.png"] and source["limit"] is None
     res = runner.invoke(app, ["evaluate", str(half_gmacs_bundle), "--data", str(root), "--json", str(out), "--limit", "14"])
     assert res.exit_code == 0, res.output
-    assert json.loads(out.read_text())["source"]["images"] == 14
+    source = json.loads(out.read_text())["source"]
+    assert (source["images"], source["limit"], source["seed"]) == (14, 14, 0)
 
 
 def test_evaluate_refuses_a_folder_where_every_image_was_skipped(half_gmacs_bundle, tmp_path):
@@ -269,7 +316,7 @@ def test_evaluate_refuses_a_folder_where_every_image_was_skipped(half_gmacs_bund
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 1 and "Traceback" not in result.output
     *warned, error = result.output.strip().splitlines()
-    assert [w.startswith("warning: skipped: ") for w in warned] == [True, True], result.output
+    assert sum(w.startswith("warning: skipped: ") for w in warned) == 2, result.output
     assert error == f"error: {root}: every image was unreadable (2 skipped)"
     assert not out.exists()
 
@@ -280,5 +327,5 @@ def test_infer_refuses_a_corrupt_file_and_writes_nothing(half_gmacs_bundle, tmp_
         _image(d / f"{i}.png", i)
     (d / "1.png").write_bytes(b"")
     out = tmp_path / "out.npz"
-    cli_error(CliRunner().invoke(app, ["infer", str(half_gmacs_bundle), str(d), "--output", str(out)]), "1.png: not")
+    cli_error(CliRunner().invoke(app, ["infer", str(half_gmacs_bundle), str(d), "--output", str(out)]), "1.png: is empty (0 bytes)")
     assert not out.exists() and not list(tmp_path.glob("*.partial*"))

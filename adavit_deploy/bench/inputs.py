@@ -45,7 +45,7 @@ def load_pool(
         return rt.check_images(images), "array"
 
     collection = open_files([Path(images)])
-    subset = collection.subset(MAX_POOL, seed)
+    subset = collection.subset(MAX_POOL, seed, what=None)
     capped = f" ({len(subset)} of its {len(collection)} images, seeded)" if len(subset) < len(collection) else ""
     return subset.read_all(cfg), f"{images}{capped}"
 

@@ -64,7 +64,7 @@ def load_calibration(source: str | Path, cfg: AdaViTConfig, count: int = 256, se
     else:
         path = Path(source)
         if path.is_dir():
-            collection = open_collection(path).subset(count, seed)
+            collection = open_collection(path).subset(count, seed, what="calib_count")
             images = collection.read_all(cfg)
             record["source"] = {"kind": collection.kind, "path": str(path), "classes": collection.num_classes}
             record["files"] = [{"file": n, "sha256": sha256(f)} for n, f in zip(collection.names, collection.items)]

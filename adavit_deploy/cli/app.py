@@ -18,7 +18,7 @@ from rich.markup import escape
 from typer.core import TyperCommand, TyperGroup
 
 from .. import __version__
-from ..errors import AdaViTDeployError
+from ..errors import AdaViTDeployError, ParamWarning
 
 
 class _LiteralHelp:
@@ -101,7 +101,8 @@ def _print_warning(
     message: Warning | str, category: type[Warning], filename: str, lineno: int, file: object = None, line: str | None = None
 ) -> None:
     """``warnings.showwarning`` for a command: the message alone, escaped (it holds user paths)."""
-    err_console.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False)
+    text = message.for_cli() if isinstance(message, ParamWarning) else str(message)
+    err_console.print(f"[yellow]warning:[/] {escape(text)}", highlight=False)
 
 
 @contextmanager

@@ -40,8 +40,9 @@ def infer(
 ) -> None:
     """Run the adaptive runtime: each input takes its own pruned path; prints the top-5 or writes --output.
 
-    Images are decoded in batches, ahead of the model, so a folder of any size
-    fits in memory.
+    Images are decoded in batches, ahead of the model: memory holds a few
+    batches of images and the outputs (logits and decisions of every input).
+    Names are the paths as given (dir/cat/1.jpg, x.npz[3]).
     """
     from ..collection import infer_collection, open_files
     from ..runtime import load_bundle
@@ -103,7 +104,8 @@ def evaluate(
         typer.Option(help="Comma-separated precisions [default: all of the bundle's, and bf16 with --backend ov where the CPU has it]."),
     ] = None,
     limit: Annotated[
-        Optional[int], typer.Option(help="Evaluate a seeded, class-balanced subset of this many images.", min=1)
+        Optional[int],
+        typer.Option(help="Evaluate a class-balanced subset of this many images (seed 0: the same subset every run).", min=1),
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Images per decoded batch and runtime call.", min=1)] = 64,
     workers: Workers = None,

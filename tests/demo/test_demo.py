@@ -159,7 +159,7 @@ def test_budgets_and_precisions_on_held_out_digits(split, demo_bundle):
     result = evaluate(demo_bundle, "demo")
     rows, dense_top1 = result.rows, result.dense_top1
     assert result.source == {"path": "demo digits, held-out split (360 images)", "kind": "demo", "images": 360,
-                             "classes": 10, "skipped": []}  # fmt: skip
+                             "classes": 10, "skipped": [], "limit": None, "seed": None}  # fmt: skip
     top1 = {(r.budget, r.precision): r.top1 for r in rows}
     frac = {(r.budget, r.precision): r.gmacs_fraction for r in rows}
     for budget in ("0.7", "0.35"):  # calibrated on training digits, held within 5% on held-out ones
