@@ -20,7 +20,7 @@ def infer(
     inputs: Annotated[
         list[Path],
         typer.Argument(
-            help="Image files, folders of images (ImageFolder trees too), or .npy/.npz arrays (key 'images') "
+            help="Image files, folders (every image under them, in class folders or not), or .npy/.npz arrays (key 'images') "
             "already normalised, NCHW."
         ),
     ],
