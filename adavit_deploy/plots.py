@@ -137,14 +137,16 @@ def plot_tradeoff(rows: Sequence[EvalRow], dense_top1: float, title: str, path: 
         ax.plot([r.gmacs_fraction * 100 for r in sel], [r.top1 * 100 for r in sel], marker=marker, color=color,
                 label=precision, alpha=0.85, ms=size, lw=1.5)  # fmt: skip
         if precision == "fp32":
-            for r in sel:
-                ax.annotate(r.budget, (r.gmacs_fraction * 100, r.top1 * 100), xytext=(6, -12), textcoords="offset points")
+            for i, r in enumerate(sel):  # below and above in turn: budgets close in GMACs stay readable
+                ax.annotate(r.budget, (r.gmacs_fraction * 100, r.top1 * 100), xytext=(6, -14 if i % 2 == 0 else 8),
+                            textcoords="offset points")  # fmt: skip
     ax.scatter([100], [dense_top1 * 100], marker="*", s=160, color="black", label="dense graph", zorder=3)
     ax.set_xlabel("mean GMACs, % of dense")
     ax.set_ylabel("top-1 accuracy, %")
     ax.set_title(title, fontsize=11)
     ax.grid(alpha=0.3)
-    ax.legend(frameon=False, loc="lower right")
+    ax.margins(x=0.08, y=0.15)  # room for the labels above and below the points
+    ax.legend(frameon=False, loc="best")  # lower right is where the dense point usually is
     fig.tight_layout()
     return _save(fig, path, "--plot", dpi=120)
 
