@@ -25,6 +25,7 @@ import csv
 import os
 import warnings
 from collections import deque
+from contextlib import closing
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -75,10 +76,10 @@ class Collection:
 
     @property
     def num_classes(self) -> int | None:
-        """Classes the source declares (ImageFolder folders), else those its labels reach."""
+        """Classes the source declares (ImageFolder folders), else the distinct labels it holds."""
         if self.classes is not None:
             return len(self.classes)
-        return int(self.labels.max()) + 1 if self.labels is not None and len(self.labels) else None
+        return len(np.unique(self.labels)) if self.labels is not None and len(self.labels) else None
 
     def describe(self) -> dict:
         """What was read, for a report: the path, how many images and classes."""
@@ -100,9 +101,11 @@ class Collection:
         if self.labels is None:
             keep = rng.choice(len(self), limit, replace=False)
         else:
-            groups = [rng.permutation(np.flatnonzero(self.labels == c)) for c in np.unique(self.labels)]
+            groups = [rng.permutation(np.flatnonzero(self.labels == c)) for c in rng.permutation(np.unique(self.labels))]
             depth = max(len(g) for g in groups)
-            order = [g[i] for i in range(depth) for g in groups if i < len(g)]  # rank by rank across classes
+            # rank by rank across classes, in a seeded class order: a limit below the class count takes
+            # seeded classes, not the first ones
+            order = [g[i] for i in range(depth) for g in groups if i < len(g)]
             keep = np.asarray(order[:limit])
         keep = np.sort(keep)
         return replace(
@@ -129,11 +132,11 @@ class Collection:
         synsets = imagenet_synsets() if num_classes == 1000 else None
         if synsets is not None and set(self.classes) <= set(synsets):
             index = np.asarray([synsets.index(c) for c in self.classes], np.int64)
-            return replace(self, labels=index[self.labels], classes=None)
+            return replace(self, labels=index[self.labels])  # classes: the folders, still (their count is reported)
         warnings.warn(
             f"{self.source}: {len(self.classes)} class folders for a model of {num_classes} classes: the sorted "
             f"folders are labelled 0..{len(self.classes) - 1} (torchvision's rule); if they are other classes "
-            f"of the model, give {param('labels')} FILE (CSV path,label)",
+            f"of the model, give {param('labels')} FILE (CSV file,label)",
             ParamWarning,
             stacklevel=2,
         )
@@ -380,25 +383,33 @@ def _folder(path: Path) -> Collection:
     return Collection(str(path), "imagefolder", tuple(items), names, labels, tuple(classes))
 
 
+def _is_int(cell: str) -> bool:
+    """An integer class index as a CSV cell holds it (ASCII digits: ``int`` refuses ``²``)."""
+    digits = cell.strip().removeprefix("-")
+    return digits.isascii() and digits.isdecimal()
+
+
 def _labelled_folder(path: Path, labels_file: Path) -> Collection:
     """A folder and a CSV of ``file,label`` rows: the CSV lists the collection, in its order."""
     if not labels_file.is_file():
         raise InputError(f"{labels_file}: no such labels file")
     try:
-        with labels_file.open(newline="") as f:
+        with labels_file.open(newline="", encoding="utf-8-sig") as f:  # -sig: a spreadsheet's byte-order mark
             rows = [r for r in csv.reader(f) if r and any(cell.strip() for cell in r)]
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise InputError(f"{labels_file}: not a readable CSV ({type(e).__name__}: {e})") from None
     first = 1
-    if rows and not rows[0][-1].strip().lstrip("-").isdigit():
-        rows, first = rows[1:], 2  # a header
+    if rows and not _is_int(rows[0][-1]) and not (path / rows[0][0].strip()).is_file():
+        rows, first = rows[1:], 2  # a header (a first row naming a file is data, checked below)
     if not rows:
         raise InputError(f"{labels_file}: no file,label rows")
     items, labels, rows_of = [], [], {}
     for line, row in enumerate(rows, first):
-        if len(row) != 2 or not row[1].strip().lstrip("-").isdigit():
+        if len(row) != 2 or not _is_int(row[1]):
             raise InputError(f"{labels_file}: row {line} {','.join(row)!r} is not file,label (an integer class index)")
         file = path / row[0].strip()
+        if Path(row[0].strip()).is_absolute() or ".." in Path(row[0].strip()).parts:
+            raise InputError(f"{labels_file}: row {line}: {row[0].strip()}: give a path relative to {path}")
         if not file.exists():
             raise InputError(f"{labels_file}: row {line}: {file}: no such file")
         if not is_image_file(file):
@@ -430,12 +441,13 @@ def infer_collection(
     step = progress or (lambda *_: None)
     parts, names, done = [], [], 0
     step("decoding the first batch", 0, len(collection))
-    for batch in collection.batches(runtime.cfg, batch_size, workers, skip_bad):
-        if len(batch.names):
-            parts.append(runtime.infer(batch.images))
-            names += batch.names
-        done += len(batch.names) + len(batch.skipped)
-        step("inferring", done, len(collection))
+    with closing(collection.batches(runtime.cfg, batch_size, workers, skip_bad)) as stream:  # threads joined on any exit
+        for batch in stream:
+            if len(batch.names):
+                parts.append(runtime.infer(batch.images))
+                names += batch.names
+            done += len(batch.names) + len(batch.skipped)
+            step("inferring", done, len(collection))
     if not parts:
         raise InputError(f"{collection.source}: every image was unreadable ({done} skipped)")
     return InferResult.concat(parts), names

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, closing
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -126,7 +126,6 @@ def evaluate(
     collection = data if isinstance(data, Collection) else open_collection(data)
     collection = collection.subset(limit)
     step = progress or (lambda *_: None)
-    start = time.perf_counter()
     with load_bundle(bundle, backend, threads=threads) as rt, ExitStack() as stack:
         collection = collection.require_labels(rt.cfg.num_classes)
         budgets = list(budgets or rt.manifest.budgets)
@@ -138,7 +137,9 @@ def evaluate(
         tallies = {(b, p): _Tally() for b in budgets for p in precisions}
         dense_hits, skipped, done = [0, 0], [], 0
         step("decoding the first batch", 0, len(collection))
-        for batch in collection.batches(rt.cfg, batch_size, workers, skip_bad):
+        start = time.perf_counter()  # images/s: decoding and every row, not loading the bundle
+        stream = stack.enter_context(closing(collection.batches(rt.cfg, batch_size, workers, skip_bad)))
+        for batch in stream:
             skipped += batch.skipped
             if len(batch.names):
                 for b in budgets:

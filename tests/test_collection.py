@@ -110,6 +110,14 @@ def test_labels_csv_lists_the_collection(tmp_path):
     one_line(e, "label 6 of c.png is outside the model's 5 classes [0, 5)")
 
 
+def test_labels_csv_from_a_spreadsheet_with_a_byte_order_mark(tmp_path):
+    _image(tmp_path / "flat" / "a.png", 0)
+    _image(tmp_path / "flat" / "b.png", 1)
+    (tmp_path / "l.csv").write_text("a.png,3\nb.png,5\n", encoding="utf-8-sig")
+    c = open_collection(tmp_path / "flat", tmp_path / "l.csv")
+    assert c.names == ("a.png", "b.png") and c.labels.tolist() == [3, 5] and c.num_classes == 2
+
+
 def test_labels_csv_over_a_tree_names_what_it_leaves_out(tmp_path):
     root = _image_folder(tmp_path / "val", {"a": 2, "b": 1})
     (tmp_path / "l.csv").write_text("b/00.png,4\n")
@@ -128,6 +136,9 @@ def test_labels_csv_over_a_tree_names_what_it_leaves_out(tmp_path):
         ("file,label\na.png,1\na.png,2\n", "row 3: a.png is already listed at row 2"),
         ("a.png,1\nmissing.png,1\n", "missing.png: no such file"),
         ("notes.txt,1\n", "notes.txt is not an image file"),
+        ("/etc/a.png,1\n", "/etc/a.png: give a path relative to"),
+        ("a.png,\u00b2\n", "is not file,label"),  # a superscript 2: isdigit() but not int()
+        ("a.png,cat\n", "row 1 'a.png,cat' is not file,label"),  # a data row, not a header
     ],
 )
 def test_bad_labels_files_refused(tmp_path, text, fragment):
@@ -222,6 +233,15 @@ def test_subset_is_seeded_class_balanced_and_in_order(tmp_path):
         assert c.subset(99) is c
 
 
+def test_a_limit_below_the_class_count_takes_seeded_classes_not_the_first(tmp_path):
+    labels = np.repeat(np.arange(100), 5)
+    c = Collection("x", "array", tuple(range(500)), tuple(map(str, range(500))), labels, array=np.zeros((500, 1)))
+    picked = [sorted(set(c.subset(10, seed=seed).labels.tolist())) for seed in (0, 1)]
+    assert all(len(p) == 10 for p in picked)  # ten images: ten classes, one each
+    assert picked[0] != list(range(10)) and picked[0] != picked[1]
+    assert np.bincount(c.subset(150, seed=0).labels, minlength=100).tolist().count(2) == 50  # 1 or 2 per class
+
+
 def test_open_files_mixes_files_folders_and_arrays_named_as_given(tmp_path):
     a = _image(tmp_path / "a.png", 0)
     _image(tmp_path / "dir" / "b.png", 1)
@@ -247,7 +267,9 @@ def test_a_partial_tree_of_imagenet_synsets_gets_their_indices(tmp_path):
     root = _image_folder(tmp_path / "val", {"n01443537": 1, "n01440764": 2, "n15075141": 1})
     c = open_collection(root)
     assert c.labels.tolist() == [0, 0, 1, 2]  # sorted positions ...
-    assert c.for_model(1000).labels.tolist() == [0, 0, 1, 999]  # ... are ImageNet's indices for a 1000-class model
+    mapped = c.for_model(1000)
+    assert mapped.labels.tolist() == [0, 0, 1, 999]  # ... are ImageNet's indices for a 1000-class model
+    assert mapped.num_classes == 3 and mapped.describe()["classes"] == 3  # the folders read, not 1000
 
 
 def test_a_partial_tree_of_other_classes_warns_how_it_is_labelled(tmp_path, half_gmacs_bundle):

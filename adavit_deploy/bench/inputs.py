@@ -13,8 +13,9 @@ from ..runtime import AdaptiveRuntime
 DEFAULT_BATCH_SIZES = (1, 16)
 #: Random inputs when no --images: at least this many, so batches differ and decisions vary.
 DEFAULT_SAMPLES = 32
-#: At most this many images of a folder are held in memory (a seeded, class-balanced subset): enough
-#: for routing to vary as it does on the whole, and an ImageNet folder does not fill the machine.
+#: At most this many images of a folder or array are held in memory (a seeded random subset: no labels
+#: are read): enough for routing to vary as it does on the whole, and an ImageNet folder does not fill
+#: the machine.
 MAX_POOL = 256
 
 
@@ -27,7 +28,7 @@ def load_pool(
     images: str | Path | np.ndarray | None, rt: AdaptiveRuntime, samples: int, seed: int = 0
 ) -> tuple[np.ndarray, str]:
     """The benchmark inputs, all in memory: ``(N, C, H, W)`` float32 and where they came from
-    (a folder: at most ``MAX_POOL`` of its images).
+    (a folder or array: at most ``MAX_POOL`` of its images).
 
     None given: the demo's sample digits for the demo model (noise would route
     unlike any digit), else ``samples`` seeded normal ones.

@@ -96,7 +96,7 @@ def evaluate(
         ),
     ] = "demo",
     labels: Annotated[
-        Optional[Path], typer.Option(help="For a flat folder: a CSV of file,label rows (file names relative to --data).")
+        Optional[Path], typer.Option(help="A CSV of file,label rows (paths relative to --data; over an ImageFolder tree too): the images to evaluate and their labels.")
     ] = None,
     budgets: Annotated[Optional[str], typer.Option(help="Comma-separated budgets [default: all of the bundle's].")] = None,
     precisions: Annotated[
