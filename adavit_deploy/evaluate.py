@@ -21,9 +21,9 @@ import numpy as np
 from .atomic import atomic_file
 from .collection import DEMO, Collection, open_collection
 from .cost import dense_gmacs
-from .decisions import NAMES
 from .errors import AdaViTDeployError, InputError
 from .machine import cpu_model
+from .parity import agreement
 from .runtime import AdaptiveRuntime, InferResult, load_bundle
 
 
@@ -82,10 +82,11 @@ class _Tally:
         self.top1 += int((pred == labels).sum())
         self.top5 += topk_hits(got.logits, labels, 5)
         self.gmacs += float(got.gmacs.sum())
-        self.agree_top1 += int((pred == ref.logits.argmax(1)).sum())
-        self.decisions_equal += sum(int((getattr(ref, k) == getattr(got, k)).sum()) for k in NAMES)
-        self.decisions += sum(getattr(ref, k).size for k in NAMES)
-        self.max_diff = max(self.max_diff, float(np.abs(ref.logits - got.logits).max()))
+        a = agreement(ref, got)
+        self.agree_top1 += a.top1_equal
+        self.decisions_equal += a.decisions_equal
+        self.decisions += a.decisions
+        self.max_diff = max(self.max_diff, a.max_abs_logit_diff)
 
     def row(self, budget: str, precision: str, dense: float) -> EvalRow:
         n = max(self.images, 1)

@@ -34,21 +34,39 @@ class Tolerances:
 EXACT = Tolerances()
 
 
-def compare(ref: Any, got: InferResult) -> dict[str, Any]:
-    """Decision agreement, top-1 agreement and max / mean |logit diff| of ``got`` against ``ref``.
+@dataclass(frozen=True)
+class Agreement:
+    """The counts behind the comparator, summable over batches (``evaluate`` streams them)."""
 
-    ``ref`` has the same fields as ``InferResult`` (numpy arrays or CPU torch tensors).
-    """
+    top1_equal: int
+    decisions_equal: int
+    decisions: int
+    max_abs_logit_diff: float
+    sum_abs_logit_diff: float
+
+
+def agreement(ref: Any, got: InferResult) -> Agreement:
+    """How ``got`` agrees with ``ref`` (same fields as ``InferResult``: numpy arrays or CPU torch tensors)."""
     arrays = {k: np.asarray(getattr(ref, k)) for k in ("logits", *NAMES)}
-    agree = sum(int((arrays[k] == getattr(got, k)).sum()) for k in NAMES)
-    total = sum(arrays[k].size for k in NAMES)
     diff = np.abs(arrays["logits"] - got.logits)
+    return Agreement(
+        top1_equal=int((arrays["logits"].argmax(1) == got.logits.argmax(1)).sum()),
+        decisions_equal=sum(int((arrays[k] == getattr(got, k)).sum()) for k in NAMES),
+        decisions=sum(arrays[k].size for k in NAMES),
+        max_abs_logit_diff=float(diff.max()),
+        sum_abs_logit_diff=float(diff.sum()),
+    )
+
+
+def compare(ref: Any, got: InferResult) -> dict[str, Any]:
+    """Decision agreement, top-1 agreement and max / mean |logit diff| of ``got`` against ``ref``."""
+    a = agreement(ref, got)
     return {
         "samples": int(len(got.logits)),
-        "max_abs_logit_diff": float(diff.max()),
-        "mean_abs_logit_diff": float(diff.mean()),
-        "top1_agreement": float((arrays["logits"].argmax(1) == got.logits.argmax(1)).mean()),
-        "decision_agreement": float(agree / total) if total else 1.0,
+        "max_abs_logit_diff": a.max_abs_logit_diff,
+        "mean_abs_logit_diff": a.sum_abs_logit_diff / got.logits.size,
+        "top1_agreement": a.top1_equal / len(got.logits),
+        "decision_agreement": a.decisions_equal / a.decisions if a.decisions else 1.0,
         "mean_gmacs": float(got.gmacs.mean()),
     }
 
